@@ -1,0 +1,256 @@
+"""The interface every tokenizer implements, and what they share: input checks, streaming,
+``save_pretrained`` / ``from_pretrained`` (``config.json`` + ``model.safetensors``, never pickle).
+
+Three API levels (as CompressAI keeps them apart):
+
+1. ``forward(video) -> TokenizerOutput`` -- reconstruction and losses, for training;
+2. ``encode(video) -> indices``, ``decode_indices(indices) -> video``, ``indices_to_codes`` -- tokens;
+3. the codec (``vistok.codec``) -- bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from vistok.errors import VistokError
+from vistok.nn.causal_conv import streaming
+from vistok.quantizers.base import Quantizer, QuantizerOutput
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+# Pixels may overshoot [-1, 1] a little after resampling filters; beyond this they are surely
+# in another range (e.g. [0, 255]) and the tokenizer would silently produce garbage.
+RANGE_TOLERANCE = 0.05
+
+
+@dataclass
+class TokenizerOutput:
+    """What ``Tokenizer.forward`` returns, in training and evaluation alike.
+
+    Attributes:
+        x_hat: ``(b c t h w)`` reconstruction.
+        indices: ``(b t' h' w')`` int64 tokens (``None`` for a continuous bottleneck).
+        codes: ``(b d t' h' w')`` quantized latents (straight-through gradients).
+        latents: ``(b d t' h' w')`` encoder output before quantization.
+        quantizer: the quantizer's full output (losses and statistics).
+    """
+
+    x_hat: Tensor
+    indices: Tensor | None
+    codes: Tensor
+    latents: Tensor
+    quantizer: QuantizerOutput
+
+    @property
+    def loss(self) -> Tensor:
+        """The quantizer's weighted auxiliary loss (add the reconstruction terms to it)."""
+        return self.quantizer.loss
+
+
+class Tokenizer(nn.Module):
+    """Base class. Subclasses define ``model_type``, ``config_class``, build ``self.quantizer`` and
+    implement ``encode_latents`` and ``decode``."""
+
+    model_type: ClassVar[str] = ""
+    config_class: ClassVar[type] = object
+    quantizer: Quantizer
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+
+    # -- properties -------------------------------------------------------------------------------
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
+    @property
+    def temporal_compression(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def spatial_compression(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Number of distinct tokens (``None`` for a continuous bottleneck)."""
+        return self.quantizer.codebook_size
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """Token grid ``(t', h', w')`` of a ``frames x height x width`` clip."""
+        tc, sc = self.temporal_compression, self.spatial_compression
+        return (1 + (frames - 1) // tc, height // sc, width // sc)
+
+    # -- checks -----------------------------------------------------------------------------------
+
+    def check_video(self, video: Tensor, *, first_chunk: bool = True) -> None:
+        """Raise :class:`VistokError` unless ``video`` is ``(b, c, 1 + T k, h, w)`` floats in [-1, 1]."""
+        tc, sc, c = self.temporal_compression, self.spatial_compression, self.in_channels
+        frames = "1 + %dk" % tc if first_chunk else "%dk (k >= 1, a later streamed chunk)" % tc
+        expected = f"expected video of shape (b, {c}, {frames}, h, w) with h and w divisible by {sc}"
+        if not isinstance(video, Tensor):
+            raise VistokError(f"{expected}; got {type(video).__name__}")
+        if video.ndim != 5:
+            hint = " (an image is a 1-frame video: use image.unsqueeze(2))" if video.ndim == 4 else ""
+            raise VistokError(f"{expected}; got a {video.ndim}-d tensor of shape {tuple(video.shape)}{hint}")
+        b, ch, t, h, w = video.shape
+        if ch != c:
+            raise VistokError(f"{expected}; got {ch} channels (shape {tuple(video.shape)})")
+        if not video.is_floating_point():
+            raise VistokError(f"{expected}, floating point in [-1, 1]; got dtype {video.dtype}")
+        if b == 0 or h == 0 or w == 0:
+            raise VistokError(f"{expected}; got an empty tensor {tuple(video.shape)}")
+        ok_t = (t >= 1 and (t - 1) % tc == 0) if first_chunk else (t >= tc and t % tc == 0)
+        if not ok_t:
+            raise VistokError(f"{expected}; got {t} frames (trim or pad the clip)")
+        if h % sc or w % sc:
+            raise VistokError(f"{expected}; got {h}x{w} (crop or pad to a multiple of {sc})")
+        if not torch.isfinite(video).all():
+            raise VistokError("video contains NaN or infinite values")
+        lo, hi = float(video.min()), float(video.max())
+        if lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+            raise VistokError(
+                f"video values must lie in [-1, 1]; got [{lo:.3g}, {hi:.3g}] (uint8 pixels p map to p / 127.5 - 1)"
+            )
+
+    def check_indices(self, indices: Tensor, *, first_chunk: bool = True) -> None:
+        if self.vocab_size is None:
+            raise VistokError(f"{type(self).__name__} has a continuous bottleneck and no indices")
+        if not isinstance(indices, Tensor) or indices.ndim != 4:
+            shape = tuple(indices.shape) if isinstance(indices, Tensor) else type(indices).__name__
+            raise VistokError(f"expected indices of shape (b, t', h', w'); got {shape}")
+        self.quantizer.check_indices(indices)
+
+    # -- model ------------------------------------------------------------------------------------
+
+    def encode_latents(self, video: Tensor) -> Tensor:
+        """``(b c t h w) -> (b d t' h' w')`` continuous latents (no input checks)."""
+        raise NotImplementedError
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """``(b d t' h' w')`` codes -> ``(b c t h w)`` pixels (unclamped)."""
+        raise NotImplementedError
+
+    def forward(self, video: Tensor) -> TokenizerOutput:
+        """``video (b c t h w)`` -> reconstruction, tokens and quantizer losses."""
+        self.check_video(video)
+        latents = self.encode_latents(video)
+        q = self.quantizer(latents)
+        return TokenizerOutput(x_hat=self.decode(q.codes), indices=q.indices, codes=q.codes, latents=latents, quantizer=q)
+
+    @torch.no_grad()
+    def encode(self, video: Tensor) -> Tensor:
+        """``video (b c t h w)`` in [-1, 1] -> ``indices (b t' h' w')`` int64."""
+        self.check_video(video)
+        if self.vocab_size is None:
+            raise VistokError(f"{type(self).__name__} has a continuous bottleneck; use encode_codes")
+        return self.quantizer.quantize(self.encode_latents(video))[1]
+
+    @torch.no_grad()
+    def encode_codes(self, video: Tensor) -> Tensor:
+        """``video (b c t h w)`` -> quantized ``codes (b d t' h' w')``."""
+        self.check_video(video)
+        return self.quantizer.quantize(self.encode_latents(video))[0]
+
+    def indices_to_codes(self, indices: Tensor) -> Tensor:
+        """``(b t' h' w')`` int64 -> ``(b d t' h' w')`` codes."""
+        self.check_indices(indices)
+        return self.quantizer.indices_to_codes(indices)
+
+    @torch.no_grad()
+    def decode_indices(self, indices: Tensor) -> Tensor:
+        """``indices (b t' h' w')`` -> ``video (b c t h w)``, ``t = 1 + T (t' - 1)``."""
+        codes = self.indices_to_codes(indices).to(next(self.parameters()).dtype)
+        return self.decode(codes)
+
+    # -- streaming --------------------------------------------------------------------------------
+
+    def encode_stream(self, chunks: Iterable[Tensor]) -> Iterator[Tensor]:
+        """Tokenize a long clip chunk by chunk, exactly as if it were encoded whole.
+
+        ``chunks``: ``(b c t h w)`` pieces of one clip, the first with ``1 + T k`` frames and each
+        later one with a multiple of ``T`` frames (see :func:`split_clip`). Yields ``(b t' h' w')``
+        indices per chunk; memory is bounded by the chunk size. Causal convolutions carry their
+        last frames across chunks.
+        """
+        with torch.no_grad(), streaming(self):
+            for i, chunk in enumerate(chunks):
+                self.check_video(chunk, first_chunk=i == 0)
+                yield self.quantizer.quantize(self.encode_latents(chunk))[1]
+
+    def decode_stream(self, index_chunks: Iterable[Tensor]) -> Iterator[Tensor]:
+        """Decode ``(b t' h' w')`` index chunks of one clip; yields ``(b c t h w)`` pixel chunks
+        equal to the matching frames of decoding the whole clip at once."""
+        with torch.no_grad(), streaming(self):
+            for indices in index_chunks:
+                yield self.decode(self.indices_to_codes(indices).to(next(self.parameters()).dtype))
+
+    # -- persistence ------------------------------------------------------------------------------
+
+    def config_dict(self) -> dict:
+        return {"model_type": self.model_type, "config": dataclasses.asdict(self.config)}
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = d / (WEIGHTS_NAME + ".tmp")
+        save_file(tensors, str(tmp), metadata={"model_type": self.model_type})
+        tmp.replace(d / WEIGHTS_NAME)
+        meta = self.config_dict()
+        meta["vistok_version"] = _version()
+        meta["model_id"] = self.model_id()
+        (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        return d
+
+    @classmethod
+    def from_config_dict(cls, meta: dict) -> "Tokenizer":
+        cfg = cls.config_class.from_dict(meta["config"])
+        return cls(cfg)
+
+    def load_weights(self, path: str | Path) -> None:
+        state = load_file(str(path))
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise VistokError(
+                f"weights in {path} do not match the config: missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+
+    def model_id(self) -> str:
+        """Hex SHA-256 of the config and every weight: the identity a compressed file records."""
+        h = hashlib.sha256(json.dumps(self.config_dict(), sort_keys=True).encode())
+        for k, v in sorted(self.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
+        return h.hexdigest()
+
+
+def split_clip(video: Tensor, chunk_frames: int, temporal_compression: int = 4) -> Iterator[Tensor]:
+    """Cut ``(b c t h w)`` into streaming chunks: ``1 + chunk_frames`` frames, then ``chunk_frames``
+    each (the last possibly shorter, still a multiple of ``temporal_compression``)."""
+    if chunk_frames < temporal_compression or chunk_frames % temporal_compression:
+        raise VistokError(f"chunk_frames must be a positive multiple of {temporal_compression}, got {chunk_frames}")
+    t = video.shape[2]
+    yield video[:, :, : 1 + chunk_frames]
+    for start in range(1 + chunk_frames, t, chunk_frames):
+        yield video[:, :, start : start + chunk_frames]
+
+
+def _version() -> str:
+    from vistok import __version__
+
+    return __version__
