@@ -41,9 +41,16 @@ class QuantizerOutput:
 
 
 class Quantizer(nn.Module):
-    """Base class: subclasses set ``dim`` (channels) and ``codebook_size`` (``None`` if continuous)."""
+    """Base class: subclasses set ``dim``, ``code_dim`` and ``codebook_size``.
+
+    ``dim`` is the channel count of the input latents (what :meth:`check_latents` expects),
+    ``code_dim`` that of the output codes, and ``codebook_size`` the vocabulary (``None`` if
+    continuous). ``code_dim == dim`` for every quantizer except :class:`~vistok.quantizers.KL`,
+    whose input holds a mean and a log-variance (``dim == 2 * code_dim``).
+    """
 
     dim: int
+    code_dim: int
     codebook_size: int | None
 
     def check_latents(self, latents: Tensor) -> None:

@@ -129,6 +129,7 @@ class LFQ(Quantizer):
         if sync_distributed not in ("auto", True, False):
             raise VistokError(f"sync_distributed must be 'auto', True or False, got {sync_distributed!r}")
         self.dim = bits
+        self.code_dim = bits
         self.bits = bits
         self.codebook_size = 2**bits
         self.entropy_temperature = float(entropy_temperature)

@@ -88,7 +88,13 @@ class Magvit2Config:
 MAGVIT2_PRESETS: dict[str, dict] = {
     # Trains on 2 CPU cores: 17 x 64 x 64 -> 5 x 8 x 8 tokens, vocabulary 2^18.
     "tiny": dict(
-        base_channels=32, channel_multipliers=(1, 2, 2, 4), num_res_blocks=1, norm_groups=8, frames=17, image_size=64
+        base_channels=32,
+        channel_multipliers=(1, 2, 2, 2),
+        num_res_blocks=1,
+        norm_groups=8,
+        entropy_anneal_steps=200,
+        frames=17,
+        image_size=64,
     ),
     # The paper's video tokenizer (UCF-101 / Kinetics): 17 x 128 x 128 -> 5 x 16 x 16, 2^18.
     "ucf-128": dict(base_channels=128, channel_multipliers=(1, 2, 2, 4), num_res_blocks=4, frames=17, image_size=128),

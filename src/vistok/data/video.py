@@ -1,0 +1,323 @@
+"""Read and write video files with PyAV (no system ffmpeg needed; the wheel bundles its own).
+
+Frames leave and enter this module as uint8 arrays laid out ``t h w 3`` (RGB). Conversion to the
+library's ``c t h w`` float layout lives in :mod:`vistok.data.transforms`.
+
+Reading a clip never decodes the whole file when only a part is needed: decoding stops after the
+last requested frame, and a clip that starts later in the file is reached by seeking to the
+keyframe before it (then decoding forward to the exact frame).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import av
+import numpy as np
+
+from vistok.errors import VistokError
+
+#: Suffixes treated as videos when scanning folders. GIF is listed here rather than with the images:
+#: an animated GIF is a clip, and PyAV decodes it like any other video.
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp", ".ogv", ".gif"}
+)
+
+#: What ``read_video``/``probe_video`` accept: a path, the encoded bytes, or an open binary file.
+VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+# Containers write_video produces with H.264, by suffix -> ffmpeg muxer name.
+_MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+# Formats whose timestamps cannot be mapped to frame indices at a constant rate, so a clip is found by
+# counting decoded frames from the start. GIF stores a duration per frame and merges repeats.
+_SEQUENTIAL_FORMATS = frozenset({"gif"})
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe_video`` learns from a container without decoding pictures.
+
+    ``frames_from``: where ``frames`` came from -- ``"header"`` (the container's frame count) or
+    ``"packets"`` (counted by demuxing, used when the header has no count, e.g. MPEG-TS, WebM, GIF).
+    """
+
+    frames: int
+    fps: float
+    width: int
+    height: int
+    codec: str
+    frames_from: str
+
+    @property
+    def duration(self) -> float:
+        """Seconds, from the frame count and rate."""
+        return self.frames / self.fps if self.fps > 0 else 0.0
+
+
+def _name(source: VideoSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return getattr(source, "name", "<bytes>") if not isinstance(source, (bytes, bytearray, memoryview)) else "<bytes>"
+
+
+def _open(source: VideoSource) -> av.container.InputContainer:
+    """Open for reading; bytes are wrapped in memory (shards decode without temporary files)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(bytes(source))
+    elif isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    elif hasattr(source, "seek"):
+        source.seek(0)  # a file object may have been read before (e.g. by a previous probe)
+    try:
+        return av.open(source, mode="r")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise VistokError(f"cannot open {_name(source)!s} as a video: {e}") from e
+
+
+def _video_stream(container, name: str):
+    if not container.streams.video:
+        raise VistokError(f"{name} has no video stream; expected a video file (mp4, mkv, webm, gif, ...)")
+    return container.streams.video[0]
+
+
+def _rate(stream) -> Fraction | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and rate > 0:
+            return Fraction(rate)
+    return None
+
+
+def probe_video(source: VideoSource) -> VideoInfo:
+    """Frame count, frame rate and size of the first video stream, without decoding any picture.
+
+    The frame count comes from the container header when it has one (MP4/MOV sample tables). When it
+    does not, packets are counted by demuxing, which reads the file but decodes nothing: one packet
+    per frame holds for every video codec we target. Raises ``VistokError`` for an unreadable file,
+    one without a video stream, or one with no frames.
+    """
+    name = _name(source)
+    with _open(source) as container:
+        stream = _video_stream(container, name)
+        cc = stream.codec_context
+        if not cc.width or not cc.height:
+            raise VistokError(f"{name}: video stream has no picture size; the file is damaged")
+        frames, frames_from = int(stream.frames or 0), "header"
+        if frames <= 0:
+            frames_from = "packets"
+            try:
+                frames = sum(1 for p in container.demux(stream) if p.size > 0)
+            except (av.FFmpegError, OSError) as e:
+                raise VistokError(f"{name}: cannot read packets: {e}") from e
+        if frames <= 0:
+            raise VistokError(f"{name}: video stream has no frames")
+        rate = _rate(stream)
+        return VideoInfo(
+            frames=frames,
+            fps=float(rate) if rate else 0.0,
+            width=int(cc.width),
+            height=int(cc.height),
+            codec=cc.name,
+            frames_from=frames_from,
+        )
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """One decoded picture as ``h w 3`` uint8. Grey sources are expanded by the RGB conversion;
+    sources with alpha are composited on white, the same rule ``read_image`` applies, so an image and
+    a video of the same content give the same pixels."""
+    if any(c.is_alpha for c in frame.format.components):
+        rgba = frame.to_ndarray(format="rgba").astype(np.uint16)
+        a = rgba[..., 3:]
+        # Integer compositing: out = (rgb * a + 255 * (255 - a)) / 255, rounded.
+        return ((rgba[..., :3] * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+    return frame.to_ndarray(format="rgb24")
+
+
+class _SeekMissed(Exception):
+    """Seeking landed after the wanted frame (bad index or timestamps); retry by counting frames."""
+
+
+def _decode(container, stream, start: int, num_frames: int | None, stride: int, seek: bool) -> list[np.ndarray]:
+    rate = _rate(stream)
+    t0 = stream.start_time or 0
+    tb = stream.time_base
+    by_pts = seek and start > 0 and rate is not None and tb is not None
+    if by_pts:
+        # Seek to the presentation time of frame `start`; the demuxer lands on the keyframe at or
+        # before it (backward=True), and we decode forward from there.
+        target = t0 + int(math.floor(Fraction(start) / rate / tb))
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+    out: list[np.ndarray] = []
+    wanted = start  # index of the next frame to keep
+    count = 0  # frames decoded so far (the index when not using timestamps)
+    for frame in container.decode(stream):
+        if by_pts:
+            if frame.pts is None:
+                raise _SeekMissed
+            index = round((frame.pts - t0) * tb * rate)
+            if count == 0 and index > start:
+                raise _SeekMissed
+        else:
+            index = count
+        count += 1
+        # `>=` rather than `==`: a timestamp gap (dropped frame) must not make us skip past a clip.
+        if index >= wanted:
+            out.append(_to_rgb(frame))
+            wanted += stride
+            if num_frames is not None and len(out) == num_frames:
+                break  # stop early: the rest of the file is never decoded
+    return out
+
+
+def read_video(
+    source: VideoSource,
+    *,
+    start: int = 0,
+    num_frames: int | None = None,
+    stride: int = 1,
+    seek: bool = True,
+) -> np.ndarray:
+    """Decode frames ``start, start + stride, ...`` of the first video stream.
+
+    Returns ``t h w 3`` uint8 RGB with ``t = num_frames`` (or every remaining frame when
+    ``num_frames`` is None). Frame indices count pictures in presentation order; when seeking, they are
+    derived from timestamps at the stream's average rate, which is exact for constant-frame-rate video
+    (what cameras and encoders write). If the timestamps do not line up (the first frame after a seek is
+    already past ``start``), the clip is decoded again by counting frames from the start; pass
+    ``seek=False`` to always count (variable-frame-rate sources). Raises ``VistokError`` when the file
+    cannot be decoded or ends before the requested frames.
+    """
+    if start < 0 or stride < 1 or (num_frames is not None and num_frames < 1):
+        raise VistokError(f"expected start >= 0, stride >= 1, num_frames >= 1; got {start=}, {stride=}, {num_frames=}")
+    name = _name(source)
+    frames: list[np.ndarray] | None = None
+    for attempt_seek in ((True, False) if seek else (False,)):
+        with _open(source) as container:
+            stream = _video_stream(container, name)
+            use_seek = attempt_seek and container.format.name not in _SEQUENTIAL_FORMATS
+            try:
+                frames = _decode(container, stream, start, num_frames, stride, use_seek)
+                break
+            except _SeekMissed:
+                continue
+            except (av.FFmpegError, OSError) as e:
+                raise VistokError(f"{name}: decoding failed: {e}") from e
+    if not frames:
+        raise VistokError(f"{name}: no decodable frames at or after frame {start}")
+    if num_frames is not None and len(frames) < num_frames:
+        raise VistokError(
+            f"{name}: expected {num_frames} frames from frame {start} with stride {stride}, "
+            f"but the video ended after {len(frames)}"
+        )
+    return np.stack(frames)
+
+
+def _as_frames(frames) -> np.ndarray:
+    """Accept ``t h w 3``, ``t h w 1`` or ``t h w`` uint8 (numpy or torch); return ``t h w 3``."""
+    if hasattr(frames, "detach"):  # torch tensor, without importing torch here
+        frames = frames.detach().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        raise VistokError(
+            f"expected uint8 frames laid out (t h w 3); got dtype {frames.dtype}. "
+            "Convert a [-1, 1] float clip with vistok.data.transforms.to_uint8 first"
+        )
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 3) or frames.shape[0] < 1:
+        raise VistokError(f"expected frames laid out (t h w 3) with t >= 1; got shape {tuple(frames.shape)}")
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    return np.ascontiguousarray(frames)
+
+
+def _even(frames: np.ndarray, odd_size: str) -> np.ndarray:
+    """yuv420p stores chroma at half resolution, so x264 needs even width and height."""
+    t, h, w, _ = frames.shape
+    if h % 2 == 0 and w % 2 == 0:
+        return frames
+    if odd_size == "pad":
+        # Repeat the last row/column: no picture content is lost, and the added line looks like its
+        # neighbour so it costs few bits. A reader crops with [:, :h, :w] to get the original size.
+        return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    if odd_size == "crop":
+        if h < 2 or w < 2:
+            raise VistokError(f"cannot crop a {h}x{w} video to even size; use odd_size='pad'")
+        return frames[:, : h - h % 2, : w - w % 2]
+    raise VistokError(f"odd_size must be 'pad' or 'crop'; got {odd_size!r}")
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames,
+    *,
+    fps: float = 25.0,
+    crf: int = 18,
+    preset: str = "medium",
+    odd_size: str = "pad",
+) -> Path:
+    """Write ``t h w 3`` uint8 frames (``t h w`` grey is expanded) to ``path``; returns the path.
+
+    The suffix picks the format:
+
+    * ``.mp4``/``.mkv``/``.mov``: H.264 (PyAV's bundled libx264), yuv420p so every player can show it.
+      ``crf`` sets quality (0 lossless in luma, 18 visually near-lossless, 23 x264's default).
+      yuv420p needs even sizes: ``odd_size="pad"`` (default) repeats the last row/column, so the
+      file is up to one pixel larger than the frames; ``"crop"`` drops it instead.
+      MP4s get ``faststart`` (index at the front), so they stream and open quickly from shards.
+    * ``.gif``: pillow, 256-colour palette per frame, frame duration rounded to 10 ms. GIF merges
+      identical consecutive frames into one longer frame, so a static clip reads back shorter.
+    """
+    path = Path(path)
+    frames = _as_frames(frames)
+    if not (fps > 0 and math.isfinite(fps)):
+        raise VistokError(f"fps must be a positive number; got {fps!r}")
+    suffix = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".gif":
+        _write_gif(path, frames, fps)
+    elif suffix in _MUXERS:
+        _write_h264(path, _even(frames, odd_size), fps, crf, preset)
+    else:
+        raise VistokError(f"cannot write {path.name}: expected a .mp4, .mkv, .mov, .m4v or .gif path")
+    return path
+
+
+def _write_h264(path: Path, frames: np.ndarray, fps: float, crf: int, preset: str) -> None:
+    # 1001 as the largest denominator represents the NTSC rates (30000/1001) exactly.
+    rate = Fraction(fps).limit_denominator(1001)
+    options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
+    tmp = path.with_name(path.name + ".part")
+    try:
+        # The muxer is named explicitly: the temporary ".part" suffix would defeat ffmpeg's guess.
+        with av.open(str(tmp), mode="w", format=_MUXERS[path.suffix.lower()], options=options) as container:
+            stream = container.add_stream("libx264", rate=rate, options={"crf": str(int(crf)), "preset": preset})
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            for array in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():  # flush the encoder's delayed frames
+                container.mux(packet)
+        os.replace(tmp, path)  # never leave a half-written file under the final name
+    except av.FFmpegError as e:
+        raise VistokError(f"writing {path} failed: {e}") from e
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    # GIF stores delays in centiseconds; pillow takes milliseconds and rounds down to 10 ms.
+    duration = max(10, int(round(100.0 / fps)) * 10)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0)

@@ -1,0 +1,81 @@
+"""Pictures of a training run: reconstruction grids and loss curves (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """``(c t h w)`` in [-1, 1] -> ``(t h w c)`` uint8."""
+    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return x.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def reconstruction_grid(video: torch.Tensor, x_hat: torch.Tensor, *, max_items: int = 4, max_frames: int = 5) -> np.ndarray:
+    """Rows: for each item, its input frames above its reconstructed frames. Returns ``H W 3`` uint8.
+
+    ``video``, ``x_hat``: ``(b c t h w)``; frames are picked evenly over the clip.
+    """
+    b, c, t, h, w = video.shape
+    frames = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
+    pad = 2
+    rows = []
+    for i in range(min(b, max_items)):
+        for src in (video[i], x_hat[i]):
+            f = to_uint8(src[:, frames])
+            if f.shape[-1] == 1:
+                f = np.repeat(f, 3, axis=-1)
+            row = np.full((h, len(frames) * (w + pad) - pad, 3), 255, np.uint8)
+            for j in range(len(frames)):
+                row[:, j * (w + pad) : j * (w + pad) + w] = f[j]
+            rows.append(row)
+        rows.append(np.full((pad * 2, rows[-1].shape[1], 3), 255, np.uint8))
+    return np.concatenate(rows[:-1], axis=0)
+
+
+def save_reconstruction_grid(path: str | Path, video: torch.Tensor, x_hat: torch.Tensor, *, scale: int = 2, **kw) -> Path:
+    grid = reconstruction_grid(video, x_hat, **kw)
+    img = Image.fromarray(grid)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def save_loss_plot(path: str | Path, rows: list[dict], keys: list[str] | None = None) -> Path | None:
+    """Plot metric curves from JSONL rows (log-scale y where all values are positive)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = keys or ["loss", "recon", "perceptual", "quantizer", "g_adv", "d_loss", "psnr"]
+    series = {k: [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))] for k in keys}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 2.8), squeeze=False)
+    for ax, (k, pts) in zip(axes[0], series.items()):
+        steps, vals = zip(*pts)
+        ax.plot(steps, vals, lw=1)
+        if len(vals) > 8:  # a moving average makes the trend readable through the noise
+            win = max(3, len(vals) // 20)
+            smooth = np.convolve(vals, np.ones(win) / win, mode="valid")
+            ax.plot(steps[win - 1 :], smooth, lw=2)
+        if k != "psnr" and min(vals) > 0:
+            ax.set_yscale("log")
+        ax.set_title(k)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
