@@ -2,7 +2,7 @@
 
 Not a test module itself (pytest collects only ``test_*.py``). Usage::
 
-    python -m torch.distributed.run --nproc_per_node 2 --standalone tests/lfq_distributed_worker.py OUT_DIR
+    python -m torch.distributed.run --nproc_per_node 2 --standalone tests/lfq_distributed_worker.py OUT_DIR [SECONDS]
 
 Every rank draws the same full batch from a fixed seed, keeps its own slice of it, and computes the
 LFQ statistics with codebook statistics all-reduced across ranks. It then gathers the slices that
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -76,8 +78,11 @@ def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
-def main(out_dir: str) -> None:
-    dist.init_process_group("gloo")
+def main(out_dir: str, deadline_s: int) -> None:
+    # Last resort against a hang (e.g. a peer that died before a collective): SIGALRM's default
+    # action ends the process even while it is blocked inside gloo.
+    signal.alarm(deadline_s)
+    dist.init_process_group("gloo", timeout=timedelta(seconds=deadline_s))
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
     half = BATCH // world
@@ -158,4 +163,4 @@ def main(out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 120)

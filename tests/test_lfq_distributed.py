@@ -45,20 +45,26 @@ def run_workers(out_dir: Path) -> list[dict]:
     cmd = [
         sys.executable, "-m", "torch.distributed.run",
         "--nproc_per_node", str(WORLD), "--standalone",  # standalone: a free port, no clash with others
-        str(WORKER), str(out_dir),
+        str(WORKER), str(out_dir), str(TIMEOUT_S),  # the workers also stop themselves at TIMEOUT_S
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    # A new session so that on timeout the launcher *and* its workers (which could be stuck in a
-    # collective) are killed together; killing only the launcher would orphan them.
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
-    )
-    try:
-        output, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"distributed LFQ workers did not finish within {TIMEOUT_S} s:\n{output[-4000:]}")
+    log_path = out_dir / "torchrun.log"
+    # Output to a file, not a pipe: a lingering worker holding a pipe open could block the read.
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            proc.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            # torch.distributed.run starts each worker in a session of its own, so killing the
+            # launcher's process group would orphan them: SIGTERM makes the launcher stop its workers.
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            pytest.fail(f"distributed LFQ workers did not finish in {TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
+    output = log_path.read_text()
     assert proc.returncode == 0, f"torch.distributed.run failed ({proc.returncode}):\n{output[-4000:]}"
     results = []
     for rank in range(WORLD):

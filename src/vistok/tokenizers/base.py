@@ -58,12 +58,15 @@ class TokenizerOutput:
 
 
 class Tokenizer(nn.Module):
-    """Base class. Subclasses define ``model_type``, ``config_class``, build ``self.quantizer`` and
-    implement ``encode_latents`` and ``decode``."""
+    """Base class. Subclasses define ``model_type``, ``config_class``, build ``self.encoder``,
+    ``self.quantizer`` and ``self.decoder`` and implement ``encode_latents`` and ``decode``.
+    Encoder and decoder stream independently, so an encode stream can feed a decode stream."""
 
     model_type: ClassVar[str] = ""
     config_class: ClassVar[type] = object
+    encoder: nn.Module
     quantizer: Quantizer
+    decoder: nn.Module
 
     def __init__(self, config: Any):
         super().__init__()
@@ -185,7 +188,7 @@ class Tokenizer(nn.Module):
         indices per chunk; memory is bounded by the chunk size. Causal convolutions carry their
         last frames across chunks.
         """
-        with torch.no_grad(), streaming(self):
+        with torch.no_grad(), streaming(self.encoder):
             for i, chunk in enumerate(chunks):
                 self.check_video(chunk, first_chunk=i == 0)
                 yield self.quantizer.quantize(self.encode_latents(chunk))[1]
@@ -193,7 +196,7 @@ class Tokenizer(nn.Module):
     def decode_stream(self, index_chunks: Iterable[Tensor]) -> Iterator[Tensor]:
         """Decode ``(b t' h' w')`` index chunks of one clip; yields ``(b c t h w)`` pixel chunks
         equal to the matching frames of decoding the whole clip at once."""
-        with torch.no_grad(), streaming(self):
+        with torch.no_grad(), streaming(self.decoder):
             for indices in index_chunks:
                 yield self.decode(self.indices_to_codes(indices).to(next(self.parameters()).dtype))
 

@@ -83,11 +83,14 @@ def _map_batches(ds, sampler: MixedBatchSampler, cfg: TrainConfig, start_step: i
 
 def _shard_batches(cfg: TrainConfig, info: DistInfo) -> Iterator[torch.Tensor]:
     d = cfg.data
-    if d.image_fraction not in (0.0, 1.0):
-        logger.warning("shards stream one kind per batch in order; image_fraction is not applied to shards")
+    # A streamed batch must be homogeneous in t: shards feed clips only (images only when
+    # image_fraction is 1); joint image+video training needs map-style data.
+    kinds = ("image",) if d.image_fraction >= 1.0 else ("video",)
+    if 0.0 < d.image_fraction < 1.0:
+        logger.warning("shards: image_fraction=%s is not applied; streaming clips only", d.image_fraction)
     ds = ShardDataset(
         shard_paths(d.path), frames=d.frames, size=d.size, stride=d.frame_stride, seed=cfg.seed,
-        rank=info.rank, world_size=info.world_size,
+        kinds=kinds, rank=info.rank, world_size=info.world_size,
     )
     epoch = 0
     while True:

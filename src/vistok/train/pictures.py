@@ -79,3 +79,27 @@ def save_loss_plot(path: str | Path, rows: list[dict], keys: list[str] | None = 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def comparison_grid(rows: list[tuple[str, np.ndarray]], *, frames: int = 5, scale: int = 1) -> Image.Image:
+    """Labelled rows of frames, one row per ``(label, (t h w 3) uint8)`` source, the same frame
+    indices (spread evenly over the clip) in every row."""
+    from PIL import ImageDraw
+
+    t = min(r[1].shape[0] for r in rows)
+    idx = np.unique(np.linspace(0, t - 1, min(t, frames)).round().astype(int))
+    h, w = rows[0][1].shape[1:3]
+    label_w, pad = 120, 2
+    width = label_w + len(idx) * (w + pad)
+    canvas = Image.new("RGB", (width, len(rows) * (h + pad) + 16), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, f in enumerate(idx):
+        draw.text((label_w + j * (w + pad) + 2, 2), f"frame {f}", fill="black")
+    for i, (label, video) in enumerate(rows):
+        y = 16 + i * (h + pad)
+        draw.text((4, y + h // 2 - 6), label, fill="black")
+        for j, f in enumerate(idx):
+            canvas.paste(Image.fromarray(video[f]), (label_w + j * (w + pad), y))
+    if scale > 1:
+        canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
+    return canvas

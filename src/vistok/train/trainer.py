@@ -111,6 +111,7 @@ class Trainer:
         )
         self.ema = EMA(tok, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.step = 0
+        self.out_of_time = False
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -237,8 +238,19 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def fit(self, *, stop_after: int | None = None, on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
-        """Train until ``cfg.steps`` (or ``stop_after`` steps in this call, to simulate a kill)."""
+    def fit(
+        self,
+        *,
+        stop_after: int | None = None,
+        time_budget: float | None = None,
+        on_step: Callable[[int, dict], None] | None = None,
+    ) -> TrainResult:
+        """Train until ``cfg.steps``.
+
+        ``stop_after``: stop after that many steps in this call without exporting (a simulated
+        kill, for tests). ``time_budget``: seconds; when exceeded, the run checkpoints and exports
+        the model as it is (``TrainResult.step < cfg.steps`` says so).
+        """
         cfg, info = self.cfg, self.info
         log = MetricsLog(self.out / "metrics.jsonl", resume_step=self.step if self.resume else None) if info.is_main else None
         progress = Progress(cfg.steps, self.step, enabled=info.is_main and not self.quiet)
@@ -250,6 +262,9 @@ class Trainer:
         try:
             for batch in self.batches:
                 if self.step >= cfg.steps or (stop_after is not None and steps_done >= stop_after):
+                    break
+                if time_budget is not None and any_rank(time.time() - t0 > time_budget, info.device):
+                    self.out_of_time = True
                     break
                 batch = batch.to(info.device, non_blocking=True)
                 if preview is None:
@@ -277,7 +292,12 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             progress.close()
-        model_dir = self.export() if self.step >= cfg.steps else self.out / "model"
+        if self.out_of_time:
+            if self.step % cfg.checkpoint_every:
+                self.save_checkpoint()
+            self._pictures(preview)
+        done = self.step >= cfg.steps or self.out_of_time
+        model_dir = self.export() if done else self.out / "model"
         return TrainResult(out_dir=self.out, step=self.step, model_dir=model_dir, last_metrics=last)
 
     @torch.no_grad()
@@ -309,10 +329,18 @@ def _usage(indices: torch.Tensor, vocab: int) -> dict[str, float]:
     }
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, quiet: bool = False, stop_after: int | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    stop_after: int | None = None,
+    time_budget: float | None = None,
+) -> TrainResult:
     """Run (or resume) training; the ``vistok train`` command calls this."""
     trainer = Trainer(cfg, out_dir, resume=resume, quiet=quiet)
     try:
-        return trainer.fit(stop_after=stop_after)
+        return trainer.fit(stop_after=stop_after, time_budget=time_budget)
     finally:
         trainer.close()

@@ -1,0 +1,280 @@
+"""``vistok <command>``: train, reconstruct, encode, decode, info, shard, demo.
+
+Bad input ends with one line ``vistok: error: ...`` and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from vistok.errors import VistokError
+
+MODEL_HELP = "a directory written by save_pretrained or by `vistok train --out`, or 'default' (shipped)"
+
+
+def _load(model: str):
+    from vistok.tokenizers.registry import load_tokenizer
+
+    return load_tokenizer(model)
+
+
+def _progress(desc: str):
+    from tqdm import tqdm
+
+    bar = {"bar": None}
+
+    def update(done: int, total: int):
+        if bar["bar"] is None:
+            bar["bar"] = tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True, file=sys.stderr)
+        bar["bar"].n = done
+        bar["bar"].refresh()
+        if done >= total:
+            bar["bar"].close()
+
+    return update
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def cmd_train(args) -> int:
+    from vistok.train.config import load_train_config
+    from vistok.train.trainer import train
+
+    overrides = list(args.set or [])
+    if args.data is not None:
+        overrides.append(f"data.path={args.data}")
+    if args.steps is not None:
+        overrides.append(f"steps={args.steps}")
+    cfg = load_train_config(args.config, overrides)
+    if args.data is not None and not Path(args.data).exists():
+        raise VistokError(f"--data {args.data} does not exist")
+    res = train(cfg, args.out, resume=args.resume, quiet=args.quiet)
+    print(f"trained {res.step} steps; model: {res.model_dir}; metrics: {res.out_dir / 'metrics.jsonl'}")
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    from vistok.reconstruct import reconstruct_file, write_media
+
+    tok = _load(args.model)
+    rec = reconstruct_file(
+        tok, args.input, size=args.size, max_frames=args.max_frames, chunk_frames=args.chunk_frames,
+        progress=_progress("reconstruct"),
+    )
+    write_media(args.output, rec.reconstructed, fps=rec.plan.fps)
+    for note in rec.plan.notes:
+        print(f"note: {note}")
+    print(f"{args.output}: {rec.summary()}")
+    if args.metrics:
+        Path(args.metrics).write_text(json.dumps(rec.metrics, indent=2) + "\n")
+    return 0
+
+
+def cmd_encode(args) -> int:
+    from vistok.reconstruct import iter_input_chunks, plan_media, save_tokens
+
+    tok = _load(args.model)
+    plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames)
+    import numpy as np
+
+    chunks = [idx[0].numpy() for idx in tok.encode_stream(iter_input_chunks(plan, args.chunk_frames, tok.temporal_compression))]
+    tokens = np.concatenate(chunks)
+    meta = {
+        "model_id": tok.model_id(),
+        "model_type": tok.model_type,
+        "vocab_size": tok.vocab_size,
+        "kind": plan.kind,
+        "fps": plan.fps,
+        "frames": plan.frames,
+        "height": plan.size[0],
+        "width": plan.size[1],
+        "source": Path(plan.path).name,
+    }
+    save_tokens(args.tokens, tokens, meta)
+    for note in plan.notes:
+        print(f"note: {note}")
+    print(f"{args.tokens}: {tokens.size} tokens, grid {list(tokens.shape)}, vocabulary {tok.vocab_size}")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    import torch
+
+    from vistok.data.transforms import to_uint8
+    from vistok.reconstruct import load_tokens, write_media
+
+    indices, meta = load_tokens(args.tokens)
+    tok = _load(args.model)
+    if meta.get("model_id") not in (None, tok.model_id()) and not args.force:
+        raise VistokError(
+            f"{args.tokens} was encoded with model {str(meta.get('model_id'))[:12]}…, but {args.model} is "
+            f"{tok.model_id()[:12]}…; decoding with another model gives garbage (use --force to do it anyway)"
+        )
+    idx = torch.from_numpy(indices)[None]
+    frames = []
+    first = 1 + args.chunk_latents
+    pieces = [idx[:, :first]] + [idx[:, s : s + args.chunk_latents] for s in range(first, idx.shape[1], args.chunk_latents)]
+    for x in tok.decode_stream(p for p in pieces if p.shape[1]):
+        frames.append(to_uint8(x[0].float()))
+    import numpy as np
+
+    write_media(args.output, np.concatenate(frames), fps=float(meta.get("fps") or 25.0))
+    print(f"{args.output}: {sum(len(f) for f in frames)} frame(s) decoded from {indices.size} tokens")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from vistok.tokenizers.registry import resolve_model_dir
+
+    tok = _load(args.model)
+    d = resolve_model_dir(args.model)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    info = {
+        "path": str(d),
+        "model_type": tok.model_type,
+        "model_id": tok.model_id(),
+        "parameters": {"total": count(tok), "encoder": count(tok.encoder), "decoder": count(tok.decoder)},
+        "vocab_size": tok.vocab_size,
+        "temporal_compression": tok.temporal_compression,
+        "spatial_compression": tok.spatial_compression,
+        "config": json.loads((d / "config.json").read_text())["config"],
+    }
+    card = d / "MODEL_CARD.md"
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['model_type']} tokenizer at {info['path']}")
+    print(f"  model id     {info['model_id'][:16]}…")
+    p = info["parameters"]
+    print(f"  parameters   {p['total'] / 1e6:.2f} M (encoder {p['encoder'] / 1e6:.2f} M, decoder {p['decoder'] / 1e6:.2f} M)")
+    print(f"  vocabulary   {info['vocab_size']} tokens")
+    print(f"  compression  time {info['temporal_compression']}x (after the first frame), space {info['spatial_compression']}x")
+    ex = tok.latent_shape(17, 128, 128)
+    print(f"  17x128x128 -> {ex[0]}x{ex[1]}x{ex[2]} tokens")
+    print("  config       " + json.dumps(info["config"]))
+    if card.is_file():
+        print("\n" + card.read_text())
+    return 0
+
+
+def cmd_shard(args) -> int:
+    from vistok.data.datasets import media_files
+    from vistok.data.shards import write_shards
+
+    files = media_files(args.input)
+    paths = write_shards(files, args.out, max_size_bytes=int(args.max_size_mb * 2**20), max_count=args.max_count)
+    print(f"wrote {len(paths)} shard(s) to {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from vistok.demo import run_demo
+
+    run_demo(Path(args.out), steps=args.steps, time_budget=args.minutes * 60)
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vistok", description="Visual tokenizers: images and videos to tokens and back.")
+    p.add_argument("--version", action="version", version=_version())
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a tokenizer", description="Train a tokenizer (alone, or under torchrun for several processes/GPUs).")
+    t.add_argument("config", help="a training preset (tiny, ucf-128, imagenet-256) or a YAML file")
+    t.add_argument("--data", help="folder of videos and/or images, one media file, or a folder of .tar shards "
+                   "(default: the sample media shipped with the install)")
+    t.add_argument("--steps", type=int, help="total training steps (overrides the config)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. optim.lr=3e-4 (repeatable)")
+    t.add_argument("--out", required=True, help="run directory: checkpoint.pt, metrics.jsonl, pictures, model/")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    def media_opts(q):
+        q.add_argument("--size", type=int, help="resize the shorter side to this first (default: native size)")
+        q.add_argument("--max-frames", type=int, help="use at most this many frames (trimmed to 1 + 4k)")
+        q.add_argument("--chunk-frames", type=int, default=16, help="frames per streamed chunk (multiple of 4; bounds memory)")
+
+    r = sub.add_parser("reconstruct", help="tokenize a video or image and rebuild it; prints PSNR/SSIM",
+                       description="Tokenize INPUT and decode it to OUTPUT (same kind: video -> .mp4/.gif, image -> .png).")
+    r.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    r.add_argument("input", metavar="INPUT")
+    r.add_argument("output", metavar="OUTPUT")
+    media_opts(r)
+    r.add_argument("--metrics", help="also write the metrics as JSON to this file")
+    r.set_defaults(func=cmd_reconstruct)
+
+    e = sub.add_parser("encode", help="tokenize a video or image into a .npz token file")
+    e.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    e.add_argument("input", metavar="INPUT")
+    e.add_argument("tokens", metavar="TOKENS.npz")
+    media_opts(e)
+    e.set_defaults(func=cmd_encode)
+
+    d = sub.add_parser("decode", help="decode a .npz token file to a video or image")
+    d.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    d.add_argument("tokens", metavar="TOKENS.npz")
+    d.add_argument("output", metavar="OUTPUT")
+    d.add_argument("--chunk-latents", type=int, default=4, help="latent frames per streamed chunk (bounds memory)")
+    d.add_argument("--force", action="store_true", help="decode even if the tokens came from another model")
+    d.set_defaults(func=cmd_decode)
+
+    i = sub.add_parser("info", help="describe a saved tokenizer")
+    i.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("shard", help="pack a folder of media into WebDataset-style .tar shards")
+    s.add_argument("input", metavar="FOLDER")
+    s.add_argument("out", metavar="OUT_DIR")
+    s.add_argument("--max-size-mb", type=float, default=512.0, help="shard size limit")
+    s.add_argument("--max-count", type=int, default=10000, help="samples per shard limit")
+    s.set_defaults(func=cmd_shard)
+
+    m = sub.add_parser("demo", help="train a tiny tokenizer on the shipped samples and reconstruct the held-out clip",
+                       description="The embedded default: minutes on a CPU. Writes a report folder and prints where it is.")
+    m.add_argument("--out", default="demo-out", help="report folder (default: demo-out)")
+    m.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
+    m.add_argument("--minutes", type=float, default=6.0, help="training time budget in minutes (default 6)")
+    m.set_defaults(func=cmd_demo)
+    return p
+
+
+def _version() -> str:
+    from vistok import __version__
+
+    return f"vistok {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    start = time.time()
+    try:
+        code = args.func(args)
+    except VistokError as e:
+        if args.verbose:
+            raise
+        print(f"vistok: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vistok: interrupted", file=sys.stderr)
+        return 130
+    if args.verbose:
+        print(f"done in {time.time() - start:.1f} s", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

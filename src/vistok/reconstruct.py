@@ -1,0 +1,238 @@
+"""Tokenize a media file and rebuild it: the work behind ``vistok reconstruct / encode / decode``.
+
+A video is read, tokenized and decoded chunk by chunk (exact streaming), so memory is bounded by
+the chunk size however long the clip; only the uint8 frames are collected. Frames are trimmed to
+``1 + 4k`` and the picture centre-cropped to a multiple of the tokenizer's spatial factor (both
+reported), after an optional resize of the shorter side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vistok.data.images import IMAGE_EXTENSIONS, read_image, write_image
+from vistok.data.transforms import center_crop, resize_shorter, to_uint8
+from vistok.data.video import VIDEO_EXTENSIONS, probe_video, read_video, write_video
+from vistok.errors import VistokError
+from vistok.metrics.quality import ms_ssim, psnr, ssim
+from vistok.tokenizers.base import Tokenizer
+
+
+@dataclass
+class MediaPlan:
+    """How an input file maps onto the tokenizer's grid."""
+
+    path: str
+    kind: str  # "video" | "image"
+    fps: float
+    source_frames: int
+    source_size: tuple[int, int]  # (h, w) as stored
+    frames: int  # used: 1 + T k
+    size: tuple[int, int]  # (h, w) after resize and crop
+    resize_shorter_to: int | None
+    notes: list[str] = field(default_factory=list)
+
+
+def media_kind(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    raise VistokError(
+        f"{path}: unrecognised media type {suffix or '(no suffix)'!r}; videos: {sorted(VIDEO_EXTENSIONS)}, "
+        f"images: {sorted(IMAGE_EXTENSIONS)}"
+    )
+
+
+def plan_media(tok: Tokenizer, path: str | Path, *, size: int | None = None, max_frames: int | None = None) -> MediaPlan:
+    """Probe ``path`` (no decoding) and decide frames and crop for ``tok``."""
+    p = Path(path)
+    if not p.is_file():
+        raise VistokError(f"input {p} does not exist")
+    kind = media_kind(p)
+    tc, sc = tok.temporal_compression, tok.spatial_compression
+    if kind == "video":
+        info = probe_video(p)
+        h, w, n, fps = info.height, info.width, info.frames, info.fps or 25.0
+    else:
+        from vistok.data.images import probe_image
+
+        (h, w), n, fps = probe_image(p), 1, 0.0
+    notes = []
+    if size is not None:
+        if size < sc:
+            raise VistokError(f"--size must be at least {sc}")
+        scale = size / min(h, w)
+        rh, rw = (size, max(size, round(w * scale))) if h <= w else (max(size, round(h * scale)), size)
+    else:
+        rh, rw = h, w
+    ch, cw = rh - rh % sc, rw - rw % sc
+    if ch == 0 or cw == 0:
+        raise VistokError(f"{p}: {h}x{w} is smaller than the tokenizer's {sc}x{sc} patch; pass --size")
+    if (ch, cw) != (rh, rw):
+        notes.append(f"centre-cropped {rh}x{rw} to {ch}x{cw} (a multiple of {sc})")
+    limit = n if max_frames is None else min(n, max_frames)
+    if limit < 1:
+        raise VistokError(f"{p}: no frames to use")
+    used = 1 + (limit - 1) // tc * tc
+    if used != n:
+        notes.append(f"used {used} of {n} frames (1 + {tc}k)")
+    return MediaPlan(str(p), kind, float(fps), n, (h, w), used, (ch, cw), size, notes)
+
+
+def _to_model(frames: np.ndarray, plan: MediaPlan) -> torch.Tensor:
+    """``t h w 3`` uint8 -> ``(1 c t h w)`` float in [-1, 1] on the plan's grid."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (c t h w) uint8
+    if plan.resize_shorter_to is not None:
+        x = resize_shorter(x, plan.resize_shorter_to)
+    x = center_crop(x, *plan.size)
+    return x.float().div(127.5).sub(1.0).unsqueeze(0)
+
+
+def iter_input_chunks(plan: MediaPlan, chunk_frames: int, tc: int) -> Iterator[torch.Tensor]:
+    """The plan's frames as streaming chunks: ``1 + chunk_frames``, then ``chunk_frames`` each."""
+    if plan.kind == "image":
+        yield _to_model(read_image(plan.path)[None], plan)
+        return
+    start, first = 0, True
+    while start < plan.frames:
+        n = min(1 + chunk_frames if first else chunk_frames, plan.frames - start)
+        yield _to_model(read_video(plan.path, start=start, num_frames=n), plan)
+        start, first = start + n, False
+
+
+@dataclass
+class Reconstruction:
+    plan: MediaPlan
+    original: np.ndarray  # (t h w 3) uint8, on the tokenizer's grid
+    reconstructed: np.ndarray  # (t h w 3) uint8
+    tokens: np.ndarray  # (t' h' w') int64
+    metrics: dict
+
+    def summary(self) -> str:
+        m = self.metrics
+        line = f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}"
+        if m.get("ms_ssim") is not None:
+            line += f"  MS-SSIM {m['ms_ssim']:.4f}"
+        return line + f"  ({m['tokens']} tokens, {m['bits_per_pixel_raw']:.4f} bpp before entropy coding)"
+
+
+def _frame_metrics(x: torch.Tensor, y: torch.Tensor) -> dict[str, list[float]]:
+    """Per-frame PSNR/SSIM(/MS-SSIM) of ``(1 c t h w)`` pixels (uint8-rounded, as viewers see them)."""
+    a = x[0].transpose(0, 1).double()  # (t c h w)
+    b = y[0].transpose(0, 1).double()
+    out = {"psnr": psnr(a, b, max_db=100.0).tolist(), "ssim": ssim(a, b).tolist()}
+    if min(a.shape[-2:]) >= 11 * 2**2:  # at least 3 scales
+        out["ms_ssim"] = ms_ssim(a, b).tolist()
+    return out
+
+
+@torch.no_grad()
+def reconstruct_file(
+    tok: Tokenizer,
+    path: str | Path,
+    *,
+    size: int | None = None,
+    max_frames: int | None = None,
+    chunk_frames: int = 16,
+    progress=None,
+) -> Reconstruction:
+    """Tokenize ``path`` and decode it again; metrics are computed on uint8-rounded frames."""
+    plan = plan_media(tok, path, size=size, max_frames=max_frames)
+    tc = tok.temporal_compression
+    if chunk_frames < tc or chunk_frames % tc:
+        raise VistokError(f"--chunk-frames must be a positive multiple of {tc}")
+    originals, recons, tokens = [], [], []
+    per_frame: dict[str, list[float]] = {}
+    dtype = next(tok.parameters()).dtype
+    pending: list[torch.Tensor] = []  # pixel chunks kept only until their reconstruction is out
+
+    def source():
+        for chunk in iter_input_chunks(plan, chunk_frames, tc):
+            pending.append(chunk)
+            yield chunk.to(dtype)
+
+    index_chunks = tok.encode_stream(source())
+
+    def indices():
+        for idx in index_chunks:
+            tokens.append(idx[0].cpu().numpy())
+            yield idx
+
+    for x_hat in tok.decode_stream(indices()):
+        x = pending.pop(0)
+        orig_u8 = to_uint8(x[0])
+        rec_u8 = to_uint8(x_hat[0].float())
+        originals.append(orig_u8)
+        recons.append(rec_u8)
+        xr = torch.from_numpy(orig_u8).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+        yr = torch.from_numpy(rec_u8).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+        for k, v in _frame_metrics(xr, yr).items():
+            per_frame.setdefault(k, []).extend(v)
+        if progress is not None:
+            progress(sum(len(o) for o in originals), plan.frames)
+    original = np.concatenate(originals)
+    reconstructed = np.concatenate(recons)
+    toks = np.concatenate(tokens)
+    h, w = plan.size
+    vocab = tok.vocab_size or 0
+    metrics = {k: float(np.mean(v)) for k, v in per_frame.items()}
+    metrics.setdefault("ms_ssim", None)
+    metrics.update(
+        psnr_per_frame=[round(v, 3) for v in per_frame["psnr"]],
+        frames=int(original.shape[0]),
+        height=h,
+        width=w,
+        tokens=int(toks.size),
+        token_grid=list(toks.shape),
+        bits_per_pixel_raw=toks.size * math.log2(max(vocab, 2)) / (original.shape[0] * h * w),
+        notes=plan.notes,
+    )
+    return Reconstruction(plan, original, reconstructed, toks, metrics)
+
+
+def write_media(path: str | Path, frames: np.ndarray, *, fps: float) -> Path:
+    """``t h w 3`` uint8 to an image (``t == 1``) or a video file, chosen by the suffix."""
+    kind = media_kind(path)
+    if kind == "image":
+        if frames.shape[0] != 1:
+            raise VistokError(f"{path}: an image file holds one frame, got {frames.shape[0]}; use .mp4 or .gif")
+        return write_image(path, frames[0])
+    return write_video(path, frames, fps=fps if fps > 0 else 25.0)
+
+
+def save_tokens(path: str | Path, tokens: np.ndarray, meta: dict) -> Path:
+    """Tokens ``(t' h' w')`` and their metadata (model id, fps, frame count, size) in one ``.npz``."""
+    p = Path(path)
+    if p.suffix != ".npz":
+        raise VistokError(f"token file {p} must end in .npz")
+    dtype = np.uint32 if int(tokens.max(initial=0)) < 2**32 else np.int64
+    np.savez_compressed(p, indices=tokens.astype(dtype), meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    return p
+
+
+def load_tokens(path: str | Path) -> tuple[np.ndarray, dict]:
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            indices = z["indices"].astype(np.int64)
+            meta = json.loads(bytes(z["meta"]).decode())
+    except FileNotFoundError:
+        raise VistokError(f"token file {p} does not exist") from None
+    except Exception as e:  # zip / key / json errors: all mean "not our file"
+        raise VistokError(f"{p} is not a vistok token file: {e}") from None
+    if indices.ndim != 3:
+        raise VistokError(f"{p}: expected indices of shape (t', h', w'), got {indices.shape}")
+    return indices, meta
+
+
+def plan_as_dict(plan: MediaPlan) -> dict:
+    return asdict(plan)
