@@ -149,6 +149,9 @@ def main(out_dir: str, deadline_s: int) -> None:
     result["codebook_entropy_sync_false"] = make_lfq(False).train()(local).codebook_entropy.item()
     result["codebook_entropy_auto_eval"] = make_lfq("auto").eval()(local).codebook_entropy.item()
 
+    # sync_distributed=True forces the all-reduce even in evaluation mode.
+    result["codebook_entropy_sync_true_eval"] = make_lfq(True).eval()(local).codebook_entropy.item()
+
     # Unequal shards (3 + 1 samples): the token count is all-reduced along with the sums.
     sizes = [3, 1]
     start = sum(sizes[:rank])

@@ -10,7 +10,8 @@ JSON file per rank; this test asserts on them. Invariants:
   gradients), so that DDP's averaging of parameter gradients over ranks gives exactly the
   single-process gradient of the full-batch loss -- checked with a manual all-reduce / W and with
   torch's DistributedDataParallel;
-* ``sync_distributed=False`` (and ``"auto"`` in evaluation mode) gives each rank its local entropy.
+* ``sync_distributed=False`` (and ``"auto"`` in evaluation mode) gives each rank its local entropy;
+  ``True`` synchronizes in evaluation mode too.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def test_lfq_codebook_statistics_across_two_ranks(tmp_path):
         # (a) every rank reports the entropy of the whole batch ...
         assert r["codebook_entropy_full_reference"] == pytest.approx(global_entropy, abs=1e-12)
         assert r["codebook_entropy"] == pytest.approx(global_entropy, abs=1e-5), f"rank {rank}"
+        assert r["codebook_entropy_sync_true_eval"] == pytest.approx(global_entropy, abs=1e-5), f"rank {rank}"
         assert r["uneven_codebook_entropy"] == pytest.approx(global_entropy, abs=1e-5), f"rank {rank}"
         assert r["uneven_codebook_entropy_reference"] == pytest.approx(global_entropy, abs=1e-12)
 

@@ -173,3 +173,14 @@ def test_presets_compress_time_4x():
         assert not cfg.temporal_downsample[0], name  # time is down-sampled only in later stages
     with pytest.raises(ValueError, match="unknown"):
         Magvit2Config.preset("huge")
+
+
+def test_half_precision_save_keeps_a_consistent_model_id(tmp_path):
+    tok = make_tok(dtype=torch.float32)
+    tok.save_pretrained(tmp_path / "h", weight_dtype=torch.float16)
+    meta = json.loads((tmp_path / "h" / "config.json").read_text())
+    loaded = vistok.load_tokenizer(tmp_path / "h")
+    assert next(loaded.parameters()).dtype == torch.float32
+    assert loaded.model_id() == meta["model_id"] == tok.model_id(weight_dtype=torch.float16) != tok.model_id()
+    video = rand_video(dtype=torch.float32)
+    assert (loaded(video).x_hat - tok(video).x_hat).abs().max() < 0.05

@@ -69,7 +69,25 @@ class CausalConv3d(nn.Module):
             raise ValueError(
                 "a streamed chunk produced no output frame; feed 1 + 4k frames first, then multiples of 4"
             )
-        return self.conv(padded[:, :, : (n_out - 1) * st + kt])
+        return _conv3d(self.conv, padded[:, :, : (n_out - 1) * st + kt])
+
+
+def _conv3d(conv: nn.Conv3d, x: Tensor) -> Tensor:
+    """``conv(x)``, but on CPU in float32 always through oneDNN.
+
+    For a batch of one on small maps PyTorch's backend heuristic picks the single-threaded
+    ``slow_conv3d`` kernel, several times slower than oneDNN here (bench/tokenizer.py); inference on
+    one clip (the CLI, the codec) is exactly that case. Same arithmetic, differentiable.
+    """
+    if (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and conv.weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and torch.backends.mkldnn.is_available()
+    ):
+        return torch.mkldnn_convolution(x.contiguous(), conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+    return conv(x)
 
 
 class StreamingModule(nn.Module):

@@ -205,17 +205,25 @@ class Tokenizer(nn.Module):
     def config_dict(self) -> dict:
         return {"model_type": self.model_type, "config": dataclasses.asdict(self.config)}
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
+    def save_pretrained(self, directory: str | Path, *, weight_dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed).
+
+        ``weight_dtype`` (e.g. ``torch.float16``) stores floating-point weights at that precision
+        (half the file); they are loaded back into the model's own dtype. The recorded model id is
+        that of the stored weights.
+        """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tensors = {
+            k: (v.to(weight_dtype) if weight_dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
+            for k, v in self.state_dict().items()
+        }
         tmp = d / (WEIGHTS_NAME + ".tmp")
         save_file(tensors, str(tmp), metadata={"model_type": self.model_type})
         tmp.replace(d / WEIGHTS_NAME)
         meta = self.config_dict()
         meta["vistok_version"] = _version()
-        meta["model_id"] = self.model_id()
+        meta["model_id"] = self.model_id(weight_dtype=weight_dtype)
         (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         return d
 
@@ -233,12 +241,16 @@ class Tokenizer(nn.Module):
                 f"unexpected {sorted(unexpected)[:5]}"
             )
 
-    def model_id(self) -> str:
-        """Hex SHA-256 of the config and every weight: the identity a compressed file records."""
+    def model_id(self, *, weight_dtype: torch.dtype | None = None) -> str:
+        """Hex SHA-256 of the config and every weight (as float32): the identity a compressed file
+        records. ``weight_dtype``: the id the weights will have once rounded to that dtype."""
         h = hashlib.sha256(json.dumps(self.config_dict(), sort_keys=True).encode())
         for k, v in sorted(self.state_dict().items()):
+            v = v.detach().cpu()
+            if weight_dtype is not None and v.is_floating_point():
+                v = v.to(weight_dtype)
             h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
+            h.update(v.contiguous().float().numpy().tobytes())
         return h.hexdigest()
 
 

@@ -15,26 +15,42 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
     return x.permute(1, 2, 3, 0).cpu().numpy()
 
 
-def reconstruction_grid(video: torch.Tensor, x_hat: torch.Tensor, *, max_items: int = 4, max_frames: int = 5) -> np.ndarray:
-    """Rows: for each item, its input frames above its reconstructed frames. Returns ``H W 3`` uint8.
+def _row(frames: np.ndarray, pad: int) -> np.ndarray:
+    """``(n h w 3)`` uint8 -> one ``(h, n (w + pad) - pad, 3)`` strip on white."""
+    n, h, w, _ = frames.shape
+    row = np.full((h, n * (w + pad) - pad, 3), 255, np.uint8)
+    for j in range(n):
+        row[:, j * (w + pad) : j * (w + pad) + w] = frames[j]
+    return row
 
-    ``video``, ``x_hat``: ``(b c t h w)``; frames are picked evenly over the clip.
+
+def reconstruction_grid(video: torch.Tensor, x_hat: torch.Tensor, *, max_items: int = 4, max_frames: int = 5) -> np.ndarray:
+    """Inputs above reconstructions, as ``H W 3`` uint8.
+
+    Clips: for each item a row of its input frames (picked evenly over the clip) above the same
+    frames reconstructed. Images (``t = 1``): all items side by side, inputs above reconstructions.
+    ``video``, ``x_hat``: ``(b c t h w)``.
     """
     b, c, t, h, w = video.shape
-    frames = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
     pad = 2
+    n = min(b, max_items)
+
+    def rgb(x: np.ndarray) -> np.ndarray:
+        return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+
+    if t == 1:
+        top = np.stack([rgb(to_uint8(video[i]))[0] for i in range(n)])
+        bottom = np.stack([rgb(to_uint8(x_hat[i]))[0] for i in range(n)])
+        gap = np.full((pad, top.shape[0] * (w + pad) - pad, 3), 255, np.uint8)
+        return np.concatenate([_row(top, pad), gap, _row(bottom, pad)], axis=0)
+    frames = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
     rows = []
-    for i in range(min(b, max_items)):
+    for i in range(n):
         for src in (video[i], x_hat[i]):
-            f = to_uint8(src[:, frames])
-            if f.shape[-1] == 1:
-                f = np.repeat(f, 3, axis=-1)
-            row = np.full((h, len(frames) * (w + pad) - pad, 3), 255, np.uint8)
-            for j in range(len(frames)):
-                row[:, j * (w + pad) : j * (w + pad) + w] = f[j]
-            rows.append(row)
-        rows.append(np.full((pad * 2, rows[-1].shape[1], 3), 255, np.uint8))
-    return np.concatenate(rows[:-1], axis=0)
+            rows.append(_row(rgb(to_uint8(src[:, frames])), pad))
+            rows.append(np.full((pad, rows[-1].shape[1], 3), 255, np.uint8))
+        rows.append(np.full((pad * 3, rows[-1].shape[1], 3), 255, np.uint8))
+    return np.concatenate(rows[:-2], axis=0)
 
 
 def save_reconstruction_grid(path: str | Path, video: torch.Tensor, x_hat: torch.Tensor, *, scale: int = 2, **kw) -> Path:

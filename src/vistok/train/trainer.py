@@ -267,8 +267,8 @@ class Trainer:
                     self.out_of_time = True
                     break
                 batch = batch.to(info.device, non_blocking=True)
-                if preview is None:
-                    preview = batch[:4].clone()
+                if preview is None or (preview.shape[2] == 1 and batch.shape[2] > 1):
+                    preview = batch[:4].clone()  # prefer clips: the grid then shows motion
                 stats = self.train_step(batch)
                 steps_done += 1
                 for k, v in stats.items():
