@@ -21,6 +21,7 @@ entropy is the global batch's.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -86,7 +87,14 @@ def group_distribution(logits: Tensor, table: Tensor) -> Tensor:
     log_p1 = -F.softplus(-logits)
     log_p0 = -F.softplus(logits)
     # log P[n, a] = sum_j bit_j(a) log p1[n, j] + (1 - bit_j(a)) log p0[n, j]   -- (n, 2^k)
-    return torch.exp(log_p1 @ table.T + log_p0 @ (1 - table).T)
+    log_p = log_p1 @ table.T + log_p0 @ (1 - table).T
+    # At tau = 0.01 most entries lie far below exp's underflow point: exp takes a slow path there
+    # and subnormal results make the following matrix products ~100x slower. Clamping at half the
+    # log of the smallest normal float keeps every entry and every pairwise product normal; the
+    # mass this adds is at most 2^k sqrt(tiny) (5.5e-17 at k = 9 in float32), far below float
+    # resolution of the entropy (bench/lfq.py: identical values, bit-identical gradients).
+    floor = 0.5 * math.log(torch.finfo(log_p.dtype).tiny)
+    return torch.exp(log_p.clamp_min(floor))
 
 
 class LFQ(Quantizer):
