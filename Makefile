@@ -30,6 +30,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PIP) install --quiet -c constraints.txt 'torch==2.13.0' -e '.[bench]'
 	$(PY) bench/lfq.py
+	$(PY) bench/tokenizer.py
 
 clean:
 	rm -rf $(VENV) demo-out

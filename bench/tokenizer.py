@@ -102,8 +102,9 @@ def preset_params(name: str) -> int:
 
 def describe(cfg: Magvit2Config) -> str:
     return (
-        f"Magvit2Config.preset('tiny', base_channels={cfg.base_channels}, channel_multipliers="
-        f"{cfg.channel_multipliers}, num_res_blocks={cfg.num_res_blocks}, norm_groups={cfg.norm_groups}, bits={cfg.bits})"
+        f"Magvit2Config.preset('tiny', base_channels={cfg.base_channels}, "
+        f"channel_multipliers={cfg.channel_multipliers}, num_res_blocks={cfg.num_res_blocks}, "
+        f"norm_groups={cfg.norm_groups}, bits={cfg.bits})"
     )
 
 
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bf16", action="store_true", help="run every tokenizer under CPU bfloat16 autocast")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads per tokenizer (default 2)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs per measure (default 1)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per measure; the median is shown (default 3)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per measure, median shown (default 3)")
     ap.add_argument(
         "--ours", default=",".join(OURS_CONFIGS), help=f"comma-separated vistok configs to time, of {list(OURS_CONFIGS)}"
     )
@@ -341,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             elif w.missing:
                 print(f"{w.name}: not installed, vistok only (see the note below)")
             else:
-                layers = PEER_KWARGS["layers"]
-                print(f"{w.name}: VideoTokenizer(init_dim={PEER_KWARGS['init_dim']}, codebook_size=2**{BITS}, layers={layers})")
+                init_dim, layers = PEER_KWARGS["init_dim"], PEER_KWARGS["layers"]
+                print(f"{w.name}: VideoTokenizer(init_dim={init_dim}, codebook_size=2**{BITS}, layers={layers})")
         tok = Magvit2Tokenizer(next(iter(configs.values())))
         print(
             f"tokens per clip: {'x'.join(map(str, tok.latent_shape(*SHAPE[2:])))} "
@@ -360,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         for w in workers:
             w.close()
     if load:
-        print(f"# load average {os.getloadavg()[0]:.2f} at end (a shared 2-core machine gives noisy numbers: re-run when idle)")
+        end = os.getloadavg()[0]
+        print(f"# load average {end:.2f} at end (on a shared 2-core machine numbers are noisy: re-run when idle)")
 
     # -- table: one row per tokenizer; ratios are peer time / our time (> 1: vistok is faster) -------
     peer = next((w for w in workers if w.cfg is None and w.info), None)

@@ -1,4 +1,4 @@
-"""``vistok <command>``: train, reconstruct, encode, decode, info, shard, demo.
+"""``vistok <command>``: train, reconstruct, encode, decode, info, shard, demo, compress, decompress, rd.
 
 Bad input ends with one line ``vistok: error: ...`` and exit status 2, never a traceback.
 """
@@ -180,6 +180,113 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_compress(args) -> int:
+    from vistok.codec import CompressStats, iter_compress
+    from vistok.codec.codec import PIECE_FRAMES
+    from vistok.reconstruct import iter_input_chunks, plan_media
+
+    out = Path(args.output)
+    if out.suffix != ".vtok":
+        raise VistokError(f"output {out} must end in .vtok")
+    tok = _load(args.model)
+    bits = getattr(tok.quantizer, "bits", None)
+    if bits is None:
+        raise VistokError(f"{args.model}: the codec needs a tokenizer with LFQ tokens")
+    if not 0 <= args.drop_bits < bits:
+        raise VistokError(f"--drop-bits must be in [0, {bits - 1}] for this {bits}-bit tokenizer")
+    plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames)
+    stats = CompressStats(args.entropy)
+    pieces = iter_compress(
+        tok,
+        iter_input_chunks(plan, PIECE_FRAMES, tok.temporal_compression),  # what the network sees at once
+        frames=plan.frames,
+        height=plan.size[0],
+        width=plan.size[1],
+        fps=plan.fps or 25.0,
+        entropy=args.entropy,
+        kept_bits=bits - args.drop_bits,
+        chunk_frames=args.chunk_frames,
+        stats=stats,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    try:
+        with open(tmp, "wb") as f:  # written chunk by chunk: memory stays bounded by one chunk
+            for piece in pieces:
+                f.write(piece)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for note in plan.notes:
+        print(f"note: {note}")
+    print(f"{out}: {stats.summary()}")
+    return 0
+
+
+def cmd_decompress(args) -> int:
+    import numpy as np
+
+    from vistok.codec import iter_decompress, read_header
+    from vistok.data.transforms import to_uint8
+    from vistok.reconstruct import write_media
+
+    path = Path(args.input)
+    if not path.is_file():
+        raise VistokError(f"input {path} does not exist")
+    max_pixels = None if args.max_pixels == 0 else args.max_pixels
+    with open(path, "rb") as f:
+        header = read_header(f)
+        f.seek(0)
+        frames = [to_uint8(x[0]) for x in iter_decompress(f, models=args.model or (), max_pixels=max_pixels)]
+    write_media(args.output, np.concatenate(frames), fps=float(header.fps))
+    kept = len(header.kept_channels)
+    print(
+        f"{args.output}: {header.frames} frame(s) of {header.width}x{header.height} from {path.stat().st_size} bytes "
+        f"({8 * path.stat().st_size / header.pixels:.4f} bpp, {header.coder_name} model, {kept}/{header.bits} bits)"
+    )
+    return 0
+
+
+def _parse_ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise VistokError(f"{what}: expected integers separated by commas, got {text!r}") from None
+
+
+def cmd_rd(args) -> int:
+    from vistok.codec.rd import load_clip, run_rd
+
+    names = [args.model] + list(args.also_model or [])
+    models = []
+    for m in names:
+        label = m if m == "default" else (Path(m).parent.name if Path(m).name == "model" else Path(m).name)
+        models.append((label, _load(m)))
+    tc = max(t.temporal_compression for _, t in models)
+    sc = max(t.spatial_compression for _, t in models)
+    crop = None
+    if args.crop:
+        hw = _parse_ints(args.crop.lower().replace("x", ","), "--crop")
+        if len(hw) not in (1, 2):
+            raise VistokError(f"--crop takes SIZE or HxW, got {args.crop!r}")
+        crop = (hw[0], hw[-1])
+    clips = [
+        load_clip(p, frames=args.max_frames, start=args.start, size=args.size, crop=crop,
+                  temporal_multiple=tc, spatial_multiple=sc)
+        for p in args.inputs
+    ]
+    codecs = [c for c in args.codecs.replace(",", " ").split() if c]
+    result = run_rd(
+        models, clips, drops=_parse_ints(args.drop_bits, "--drop-bits"), codecs=codecs,
+        crfs=_parse_ints(args.crf, "--crf"), preset=args.preset, pix_fmt=args.pix_fmt,
+        chunk_frames=args.chunk_frames, progress=lambda msg: print(f"... {msg}", file=sys.stderr),
+    )
+    print(result.table())
+    files = result.write(args.out)
+    print(f"wrote {files['csv']}, {files['json']}, {files['md']}, {files['png']}")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------
 
 
@@ -244,9 +351,55 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="train a tiny tokenizer on the shipped samples and reconstruct the held-out clip",
                        description="The embedded default: minutes on a CPU. Writes a report folder and prints where it is.")
     m.add_argument("--out", default="demo-out", help="report folder (default: demo-out)")
-    m.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
-    m.add_argument("--minutes", type=float, default=6.0, help="training time budget in minutes (default 6)")
+    m.add_argument("--steps", type=int, default=240, help="training steps (default 240)")
+    m.add_argument("--minutes", type=float, default=5.5, help="training time budget in minutes (default 5.5)")
     m.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("compress", help="compress a video or image into a .vtok file (entropy-coded tokens)",
+                       description="Tokenize INPUT and entropy-code the tokens into OUT.vtok (format: docs/codec.md).")
+    c.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    c.add_argument("input", metavar="INPUT")
+    c.add_argument("output", metavar="OUT.vtok")
+    c.add_argument("--size", type=int, help="resize the shorter side to this first (default: native size)")
+    c.add_argument("--max-frames", type=int, help="use at most this many frames (trimmed to 1 + 4k)")
+    c.add_argument("--chunk-frames", type=int,
+                   help="frames per independently decodable chunk (multiple of 4; default 128, fewer for "
+                   "large pictures); longer chunks compress better")
+    c.add_argument("--entropy", choices=["context", "static"], default="context",
+                   help="entropy model: adaptive context model (default) or one static probability per bit")
+    c.add_argument("--drop-bits", type=int, default=0,
+                   help="do not code the N least significant bits of each token (lower rate, lower quality)")
+    c.set_defaults(func=cmd_compress)
+
+    x = sub.add_parser("decompress", help="decode a .vtok file to a video or image",
+                       description="Decode IN.vtok to OUTPUT (.mp4/.gif, or an image for one frame). The model is "
+                       "found from the file's model id: the shipped default, or one given with --model.")
+    x.add_argument("input", metavar="IN.vtok")
+    x.add_argument("output", metavar="OUTPUT")
+    x.add_argument("--model", action="append", metavar="DIR",
+                   help="a saved model (or a folder of them) to look for the file's model in (repeatable)")
+    x.add_argument("--max-pixels", type=int, default=1 << 28,
+                   help="refuse files declaring more frames x height x width than this (0: no limit)")
+    x.set_defaults(func=cmd_decompress)
+
+    q = sub.add_parser("rd", help="rate-distortion of vistok vs x264 / x265 on clips (table, CSV, JSON, plot)",
+                       description="Code each clip with MODEL (all bits and with low bits dropped) and with x264 and "
+                       "x265 over a CRF sweep; report bits per pixel against PSNR / MS-SSIM.")
+    q.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    q.add_argument("inputs", metavar="CLIP", nargs="+")
+    q.add_argument("--also-model", action="append", metavar="DIR", help="another model to compare (repeatable)")
+    q.add_argument("--max-frames", type=int, help="use at most this many frames (trimmed to 1 + 4k; default all)")
+    q.add_argument("--start", type=int, default=0, help="first frame to use")
+    q.add_argument("--size", type=int, help="resize the shorter side to this first")
+    q.add_argument("--crop", help="centre-crop to SIZE or HxW after resizing (default: largest multiple of 8)")
+    q.add_argument("--drop-bits", default="0,2,4,6,8", help="numbers of low-order bits to drop, one point each")
+    q.add_argument("--crf", default="18,23,28,33,38,43,48,51", help="CRF values for x264/x265")
+    q.add_argument("--codecs", default="x264,x265", help="baselines to run (x264, x265; empty for none)")
+    q.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
+    q.add_argument("--pix-fmt", default="yuv420p", help="pixel format the baselines code (default yuv420p)")
+    q.add_argument("--chunk-frames", type=int, help="vistok chunk length in frames (default as compress)")
+    q.add_argument("--out", default="rd-out", help="folder for rd.csv, rd.json, rd.md and rd.png (default rd-out)")
+    q.set_defaults(func=cmd_rd)
     return p
 
 

@@ -1,0 +1,376 @@
+"""Rate-distortion comparison: vistok's ``.vtok`` files against x264 and x265 on the same pixels.
+
+For each clip, every method sees the same uint8 RGB frames (read, optionally resized and
+centre-cropped, trimmed to ``1 + T k`` frames), and every reconstruction is scored the same way:
+PSNR, SSIM and MS-SSIM per frame on uint8 RGB, averaged over frames.
+
+Rates are real sizes: ``len(file) * 8`` for vistok (header and chunk framing included) and the raw
+Annex-B bitstream for x264/x265 (parameter sets included, SEI removed; see
+:mod:`vistok.codec.baselines`), divided by ``frames x height x width``.
+
+A tokenizer has one rate per clip at full precision; lower rates come from dropping the ``n``
+least significant LFQ bits (not coded, decoded as zero codes), and other operating points from
+other models. The codecs sweep CRF.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vistok.codec.baselines import CODECS, available, run_baseline
+from vistok.codec.codec import CompressStats, compress_indices, decompress, decompress_indices
+from vistok.data.transforms import center_crop, resize_shorter, to_tensor, to_uint8
+from vistok.data.video import probe_video, read_video
+from vistok.errors import VistokError
+from vistok.metrics.quality import ms_ssim, psnr, ssim
+from vistok.tokenizers.base import Tokenizer, split_clip
+
+DEFAULT_CRFS = (18, 23, 28, 33, 38, 43, 48, 51)
+DEFAULT_DROPS = (0, 2, 4, 6, 8)
+# MS-SSIM needs at least 3 scales (11-pixel window at 1/4 size) to mean much; below that it is left out.
+MS_SSIM_MIN_SIDE = 11 * 2**2
+
+
+@dataclass
+class Clip:
+    """Frames every method codes: ``(t h w 3)`` uint8 RGB."""
+
+    name: str
+    frames: np.ndarray
+    fps: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pixels(self) -> int:
+        t, h, w, _ = self.frames.shape
+        return t * h * w
+
+
+def load_clip(
+    path: str | Path,
+    *,
+    frames: int | None = 17,
+    start: int = 0,
+    size: int | None = None,
+    crop: tuple[int, int] | None = None,
+    temporal_multiple: int = 4,
+    spatial_multiple: int = 8,
+) -> Clip:
+    """Read ``frames`` frames from ``start`` (None: all), resize the shorter side to ``size`` (if
+    given), centre-crop to ``crop`` (default: the largest multiple of ``spatial_multiple``) and trim
+    to ``1 + temporal_multiple * k`` frames."""
+    path = Path(path)
+    info = probe_video(path)
+    available_frames = info.frames - start
+    n = available_frames if frames is None else min(frames, available_frames)
+    if n < 1:
+        raise VistokError(f"{path}: no frames from frame {start} (it has {info.frames})")
+    n = 1 + (n - 1) // temporal_multiple * temporal_multiple
+    x = torch.from_numpy(read_video(path, start=start, num_frames=n)).permute(3, 0, 1, 2)  # (c t h w) uint8
+    if size is not None:
+        x = resize_shorter(x, size)
+    h, w = x.shape[-2:]
+    ch, cw = crop if crop is not None else (h - h % spatial_multiple, w - w % spatial_multiple)
+    if ch % spatial_multiple or cw % spatial_multiple:
+        raise VistokError(f"crop {ch}x{cw} must be a multiple of {spatial_multiple}")
+    x = center_crop(x, ch, cw)
+    notes = [] if n == info.frames - start else [f"used {n} frames from frame {start}"]
+    name = f"{path.stem} {cw}x{ch}x{n}" + (f" (shorter side {size})" if size else "")
+    return Clip(name, x.permute(1, 2, 3, 0).contiguous().numpy(), info.fps or 25.0, notes)
+
+
+def quality(original: np.ndarray, decoded: np.ndarray) -> dict[str, float | None]:
+    """Frame-averaged PSNR (dB, capped at 100), SSIM and MS-SSIM of ``(t h w 3)`` uint8 frames."""
+    # float32 is ample for 8-bit pixels (PSNR accumulates its squared error in float64 anyway)
+    a = torch.from_numpy(original).permute(0, 3, 1, 2).float() / 127.5 - 1  # (t c h w)
+    b = torch.from_numpy(decoded).permute(0, 3, 1, 2).float() / 127.5 - 1
+    out = {"psnr": float(psnr(a, b, max_db=100.0).mean()), "ssim": float(ssim(a, b).mean()), "ms_ssim": None}
+    if min(a.shape[-2:]) >= MS_SSIM_MIN_SIDE:
+        out["ms_ssim"] = float(ms_ssim(a, b).mean())
+    return out
+
+
+@dataclass
+class RDPoint:
+    """One operating point. ``bpp`` is the real size; for vistok, ``bpp`` is the context-model
+    file and ``bpp_static`` the static-model file of the same tokens."""
+
+    clip: str
+    method: str  # "vistok:<model>", "x264", "x265"
+    setting: str  # "bits=18", "crf=35"
+    bytes: int
+    bpp: float
+    psnr: float
+    ssim: float
+    ms_ssim: float | None
+    kept_bits: int | None = None
+    crf: int | None = None
+    bits_per_token: float | None = None  # context model, coded
+    info_bits_per_token: float | None = None  # context model, its own estimate
+    bits_per_token_static: float | None = None
+    info_bits_per_token_static: float | None = None
+    bpp_static: float | None = None
+
+
+def tokenize_clip(tok: Tokenizer, clip: Clip, chunk_frames: int = 16) -> np.ndarray:
+    """``(t' h' w')`` tokens of the clip, encoded in streamed chunks (exact, bounded memory)."""
+    video = to_tensor(clip.frames).unsqueeze(0).to(next(tok.parameters()).dtype)
+    pieces = [p[0].cpu().numpy() for p in tok.encode_stream(split_clip(video, chunk_frames, tok.temporal_compression))]
+    return np.concatenate(pieces)
+
+
+def vistok_points(
+    tok: Tokenizer, clip: Clip, *, name: str, drops: Sequence[int] = DEFAULT_DROPS, chunk_frames: int | None = None
+) -> list[RDPoint]:
+    """One point per number of dropped low-order bits, each a real ``.vtok`` file decoded back."""
+    indices = tokenize_clip(tok, clip)
+    model_id = tok.model_id()
+    bits = tok.quantizer.bits
+    fps = clip.fps
+    points = []
+    for drop in sorted(set(drops)):
+        if not 0 <= drop <= bits:
+            raise VistokError(f"cannot drop {drop} of {bits} bits")
+        kept = bits - drop
+        stats = {}
+        files = {}
+        for entropy in ("static", "context"):
+            st = CompressStats(entropy)
+            files[entropy] = compress_indices(
+                tok, indices, fps=fps, entropy=entropy, kept_bits=kept, chunk_frames=chunk_frames,
+                model_id=model_id, stats=st,
+            )
+            stats[entropy] = st
+        data = files["context"]
+        header, back = decompress_indices(data)
+        if not np.array_equal(back, indices & header.kept_mask):
+            raise VistokError("internal error: decoded tokens differ from the encoded ones")  # the codec's promise
+        decoded = to_uint8(decompress(data, tok)[0])
+        q = quality(clip.frames, decoded)
+        ctx, sta = stats["context"], stats["static"]
+        points.append(
+            RDPoint(
+                clip=clip.name, method=f"vistok:{name}", setting=f"bits={kept}", bytes=len(data),
+                bpp=8 * len(data) / clip.pixels, **q, kept_bits=kept,
+                bits_per_token=ctx.bits_per_token, info_bits_per_token=ctx.info_bits_per_token,
+                bits_per_token_static=sta.bits_per_token, info_bits_per_token_static=sta.info_bits_per_token,
+                bpp_static=8 * len(files["static"]) / clip.pixels,
+            )
+        )
+    return points
+
+
+def baseline_points(
+    clip: Clip, codec: str, crfs: Sequence[int] = DEFAULT_CRFS, *, preset: str = "medium", pix_fmt: str = "yuv420p"
+) -> list[RDPoint]:
+    points = []
+    for crf in crfs:
+        r = run_baseline(clip.frames, codec, crf, fps=clip.fps, preset=preset, pix_fmt=pix_fmt)
+        q = quality(clip.frames, r.decoded)
+        points.append(
+            RDPoint(clip=clip.name, method=codec, setting=f"crf={crf}", bytes=len(r.bitstream),
+                    bpp=r.bits / clip.pixels, **q, crf=int(crf))
+        )
+    return points
+
+
+def interpolate_at(points: list[RDPoint], bpp: float, metric: str) -> float | None:
+    """A codec's ``metric`` at ``bpp``, linear in log-rate between its two bracketing points
+    (None outside the range it reaches)."""
+    pts = sorted((p.bpp, getattr(p, metric)) for p in points if getattr(p, metric) is not None)
+    for (r0, m0), (r1, m1) in zip(pts, pts[1:]):
+        if r0 <= bpp <= r1:
+            if r1 == r0:
+                return m0
+            f = (math.log(bpp) - math.log(r0)) / (math.log(r1) - math.log(r0))
+            return m0 + f * (m1 - m0)
+    return None
+
+
+@dataclass
+class RDResult:
+    points: list[RDPoint]
+    notes: list[str] = field(default_factory=list)
+
+    def clips(self) -> list[str]:
+        return list(dict.fromkeys(p.clip for p in self.points))
+
+    def comparisons(self) -> list[dict]:
+        """Each vistok point against each codec at the same rate (interpolated), or the codec's
+        nearest point when vistok is outside the codec's range."""
+        rows = []
+        for clip in self.clips():
+            pts = [p for p in self.points if p.clip == clip]
+            codecs = sorted({p.method for p in pts if not p.method.startswith("vistok")})
+            for v in (p for p in pts if p.method.startswith("vistok")):
+                row = {"clip": clip, "method": v.method, "setting": v.setting, "bpp": v.bpp, "psnr": v.psnr,
+                       "ms_ssim": v.ms_ssim}
+                for c in codecs:
+                    cp = [p for p in pts if p.method == c]
+                    nearest = min(cp, key=lambda p: abs(math.log(p.bpp / v.bpp)))
+                    row[f"{c}_psnr_at_rate"] = interpolate_at(cp, v.bpp, "psnr")
+                    row[f"{c}_ms_ssim_at_rate"] = interpolate_at(cp, v.bpp, "ms_ssim")
+                    row[f"{c}_nearest"] = {"setting": nearest.setting, "bpp": nearest.bpp, "psnr": nearest.psnr,
+                                           "ms_ssim": nearest.ms_ssim}
+                rows.append(row)
+        return rows
+
+    def table(self) -> str:
+        """A fixed-width text table, one block per clip, rows by method then rate."""
+        lines = []
+        head = (f"{'method':<22} {'setting':<9} {'bytes':>7} {'bpp':>8} {'PSNR':>6} {'MS-SSIM':>7} "
+                f"{'b/tok ctx':>9} {'b/tok stat':>10} {'bpp stat':>8}")
+        for clip in self.clips():
+            lines += [f"== {clip}", head]
+            for p in sorted((p for p in self.points if p.clip == clip), key=lambda p: (p.method, p.bpp)):
+                ms = f"{p.ms_ssim:.4f}" if p.ms_ssim is not None else "-"
+                extra = (f" {p.bits_per_token:>9.3f} {p.bits_per_token_static:>10.3f} {p.bpp_static:>8.4f}"
+                         if p.bits_per_token is not None else "")
+                lines.append(f"{p.method:<22} {p.setting:<9} {p.bytes:>7} {p.bpp:>8.4f} {p.psnr:>6.2f} {ms:>7}{extra}")
+            lines.append("")
+        comp = [c for c in self.comparisons()]
+        if comp:
+            lines.append("== at vistok's rates (codec PSNR / MS-SSIM interpolated in log-rate; '-' = outside its range)")
+            for c in comp:
+                parts = [f"{c['clip']}, {c['method']} {c['setting']}: {c['bpp']:.4f} bpp, {c['psnr']:.2f} dB"]
+                for k in sorted(k for k in c if k.endswith("_psnr_at_rate")):
+                    codec = k[: -len("_psnr_at_rate")]
+                    val = c[k]
+                    near = c[f"{codec}_nearest"]
+                    parts.append(
+                        f"{codec} {val:.2f} dB" if val is not None
+                        else f"{codec} - (nearest {near['setting']}: {near['bpp']:.4f} bpp, {near['psnr']:.2f} dB)"
+                    )
+                lines.append("  " + "; ".join(parts))
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """The table as Markdown (one table per clip, then the equal-rate comparison), for docs."""
+        out = []
+        for clip in self.clips():
+            out += [f"**{clip}**", "",
+                    "| method | setting | bytes | bpp | PSNR (dB) | MS-SSIM | bits/token context | bits/token static |",
+                    "|---|---|---:|---:|---:|---:|---:|---:|"]
+            for p in sorted((p for p in self.points if p.clip == clip), key=lambda p: (p.method, p.bpp)):
+                ms = f"{p.ms_ssim:.4f}" if p.ms_ssim is not None else "–"
+                ctx = f"{p.bits_per_token:.3f}" if p.bits_per_token is not None else ""
+                sta = f"{p.bits_per_token_static:.3f}" if p.bits_per_token_static is not None else ""
+                out.append(f"| {p.method} | {p.setting} | {p.bytes} | {p.bpp:.4f} | {p.psnr:.2f} | {ms} | {ctx} | {sta} |")
+            out.append("")
+        comp = self.comparisons()
+        if comp:
+            codecs = sorted({k[: -len("_psnr_at_rate")] for c in comp for k in c if k.endswith("_psnr_at_rate")})
+            out += ["At vistok's rates (codec values interpolated in log-rate between CRFs; – outside the codec's range):",
+                    "", "| clip | vistok | bpp | PSNR | MS-SSIM | " + " | ".join(f"{c} PSNR | {c} MS-SSIM" for c in codecs) + " |",
+                    "|---|---|---:|---:|---:|" + "---:|---:|" * len(codecs)]
+            fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
+            for c in comp:
+                cells = [f"{fmt(c.get(f'{k}_psnr_at_rate'), '.2f')} | {fmt(c.get(f'{k}_ms_ssim_at_rate'), '.4f')}"
+                         for k in codecs]
+                out.append(f"| {c['clip']} | {c['method']} {c['setting']} | {c['bpp']:.4f} | {c['psnr']:.2f} | "
+                           f"{fmt(c['ms_ssim'], '.4f')} | " + " | ".join(cells) + " |")
+            out.append("")
+        out += [f"- {n}" for n in self.notes]
+        return "\n".join(out)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """``rd.csv``, ``rd.json``, ``rd.md`` and ``rd.png`` in ``out_dir``."""
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        rows = [asdict(p) for p in self.points]
+        with open(d / "rd.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        (d / "rd.json").write_text(
+            json.dumps({"points": rows, "comparisons": self.comparisons(), "notes": self.notes}, indent=2) + "\n"
+        )
+        (d / "rd.md").write_text(self.markdown() + "\n")
+        plot(self, d / "rd.png")
+        return {"csv": d / "rd.csv", "json": d / "rd.json", "md": d / "rd.md", "png": d / "rd.png"}
+
+
+def plot(result: RDResult, path: str | Path) -> Path:
+    """Bits per pixel (log scale) against PSNR and MS-SSIM, one row of panels per clip."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    clips = result.clips()
+    fig, axes = plt.subplots(len(clips), 2, figsize=(11, 4 * len(clips)), squeeze=False)
+    for row, clip in enumerate(clips):
+        pts = [p for p in result.points if p.clip == clip]
+        for col, metric in enumerate(("psnr", "ms_ssim")):
+            ax = axes[row][col]
+            for method in sorted({p.method for p in pts}):
+                mp = sorted((p for p in pts if p.method == method and getattr(p, metric) is not None), key=lambda p: p.bpp)
+                if mp:
+                    ax.plot([p.bpp for p in mp], [getattr(p, metric) for p in mp], marker="o", label=method)
+            ax.set_xscale("log")
+            ax.set_xlabel("bits per pixel")
+            ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "MS-SSIM")
+            ax.set_title(clip, fontsize=9)
+            ax.grid(True, which="both", alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+            else:  # e.g. MS-SSIM on frames too small for it
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def run_rd(
+    models: Sequence[tuple[str, Tokenizer]],
+    clips: Sequence[Clip],
+    *,
+    drops: Sequence[int] = DEFAULT_DROPS,
+    codecs: Sequence[str] = ("x264", "x265"),
+    crfs: Sequence[int] = DEFAULT_CRFS,
+    preset: str = "medium",
+    pix_fmt: str = "yuv420p",
+    chunk_frames: int | None = None,
+    progress=None,
+) -> RDResult:
+    """Every model (``(name, tokenizer)``) and codec on every clip."""
+    if not models and not codecs:
+        raise VistokError("nothing to compare: give at least one model or codec")
+    notes = []
+    missing = [c for c in codecs if not available(c)]
+    if missing:
+        notes.append(f"skipped {missing}: this PyAV build lacks their encoders")
+    points: list[RDPoint] = []
+    for clip in clips:
+        notes += [f"{clip.name}: {n}" for n in clip.notes]
+        if min(clip.frames.shape[1:3]) < MS_SSIM_MIN_SIDE:
+            notes.append(f"{clip.name}: too small for MS-SSIM (needs {MS_SSIM_MIN_SIDE} px)")
+        elif min(clip.frames.shape[1:3]) < 11 * 2**4:
+            side = min(clip.frames.shape[1:3])
+            scales = 0
+            while side >= 11 and scales < 5:
+                scales, side = scales + 1, side // 2
+            notes.append(f"{clip.name}: MS-SSIM on {scales} scales (frames below 176 px; weights renormalized)")
+        for name, tok in models:
+            if progress:
+                progress(f"{clip.name}: vistok {name}")
+            points += vistok_points(tok, clip, name=name, drops=drops, chunk_frames=chunk_frames)
+        for codec in codecs:
+            if codec not in CODECS:
+                raise VistokError(f"unknown codec {codec!r}; choose from {sorted(CODECS)}")
+            if codec in missing:
+                continue
+            if progress:
+                progress(f"{clip.name}: {codec}")
+            points += baseline_points(clip, codec, crfs, preset=preset, pix_fmt=pix_fmt)
+    return RDResult(points, notes)
