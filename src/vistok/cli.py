@@ -351,8 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="train a tiny tokenizer on the shipped samples and reconstruct the held-out clip",
                        description="The embedded default: minutes on a CPU. Writes a report folder and prints where it is.")
     m.add_argument("--out", default="demo-out", help="report folder (default: demo-out)")
-    m.add_argument("--steps", type=int, default=240, help="training steps (default 240)")
-    m.add_argument("--minutes", type=float, default=5.5, help="training time budget in minutes (default 5.5)")
+    m.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
+    m.add_argument("--minutes", type=float, default=6.5, help="training time budget in minutes (default 6.5)")
     m.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("compress", help="compress a video or image into a .vtok file (entropy-coded tokens)",

@@ -39,7 +39,7 @@ def _fresh(run: Path) -> None:
         shutil.rmtree(run)
 
 
-def run_demo(out: Path, *, steps: int = 240, time_budget: float = 330.0) -> dict:
+def run_demo(out: Path, *, steps: int = 400, time_budget: float = 390.0) -> dict:
     t_start = time.time()
     out.mkdir(parents=True, exist_ok=True)
     files = training_files()
@@ -47,7 +47,7 @@ def run_demo(out: Path, *, steps: int = 240, time_budget: float = 330.0) -> dict
     _say(f"vistok demo -> {out.resolve()}")
     _say(f"  training data: {', '.join(p.name for p in files)}")
     _say(f"  held-out clip: {held.name}")
-    _say(f"[1/3] training the tiny MAGVIT-v2 tokenizer for {steps} steps (time budget {time_budget / 60:.0f} min) ...")
+    _say(f"[1/3] training the tiny MAGVIT-v2 tokenizer for {steps} steps (time budget {time_budget / 60:.1f} min) ...")
     run = out / "train"
     _fresh(run)
     cfg = load_train_config("tiny", [f"steps={steps}"])
