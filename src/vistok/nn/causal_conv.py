@@ -17,7 +17,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -126,10 +125,3 @@ def causal_repeat(x: Tensor, factor: int, *, first: bool) -> Tensor:
     if first:
         return torch.cat([x[:, :, :1], x[:, :, 1:].repeat_interleave(factor, dim=2)], dim=2)
     return x.repeat_interleave(factor, dim=2)
-
-
-def spatial_repeat(x: Tensor, factor: int) -> Tensor:
-    """Nearest-neighbour upsampling of ``(b c t h w)`` by ``factor`` in ``h`` and ``w``."""
-    if factor == 1:
-        return x
-    return F.interpolate(x, scale_factor=(1, factor, factor), mode="nearest")
