@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The embedded default: minutes on a CPU. Writes a report folder and prints where it is.")
     m.add_argument("--out", default="demo-out", help="report folder (default: demo-out)")
     m.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
-    m.add_argument("--minutes", type=float, default=6.5, help="training time budget in minutes (default 6.5)")
+    m.add_argument("--minutes", type=float, default=6.0, help="training time budget in minutes (default 6)")
     m.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("compress", help="compress a video or image into a .vtok file (entropy-coded tokens)",

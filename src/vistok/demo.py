@@ -39,7 +39,7 @@ def _fresh(run: Path) -> None:
         shutil.rmtree(run)
 
 
-def run_demo(out: Path, *, steps: int = 400, time_budget: float = 390.0) -> dict:
+def run_demo(out: Path, *, steps: int = 400, time_budget: float = 360.0) -> dict:
     t_start = time.time()
     out.mkdir(parents=True, exist_ok=True)
     files = training_files()
