@@ -57,7 +57,7 @@ SPATIAL_STATES = 6  # no decoded neighbour (first pass) | neighbour ones fractio
 # One set of contexts shared by every bit plane: a trained LFQ's channels are exchangeable (the
 # entropy penalty makes each nearly a fair coin), and per-plane counts would learn K times slower,
 # which costs more than they gain on clips of a few thousand tokens (measured on the default
-# model's tokens: 1.3-1.8x the rate).
+# model's tokens: 1.1-1.8x the rate).
 LOCAL_CONTEXTS = TEMPORAL_STATES * SPATIAL_STATES
 
 # Decoding gives up once the information decoded exceeds the payload by this much: a valid range
