@@ -397,3 +397,14 @@ def test_cli_compress_decompress_rd(tok, tmp_path, capsys):
         assert p["bpp"] == pytest.approx(8 * p["bytes"] / (9 * 32 * 32))
     assert (rd_dir / "rd.png").stat().st_size > 0 and (rd_dir / "rd.csv").read_text().startswith("clip,")
     assert "| vistok:tiny | bits=10 |" in (rd_dir / "rd.md").read_text()
+
+
+def test_shipped_default_model_is_found_from_the_file():
+    from vistok.tokenizers.registry import DEFAULT_MODEL_DIR, load_tokenizer
+
+    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        pytest.skip("no shipped default model in this checkout")
+    default = load_tokenizer("default")
+    video = moving_shapes(frames=5, height=16, width=16, seed=4).unsqueeze(0)
+    data = compress(default, video)
+    assert torch.equal(decompress(data), decompress(data, default))  # looked up by model id
