@@ -129,7 +129,33 @@ def make_clip(
     return video, start
 
 
-class ClipDataset(Dataset):
+class EntryDataset(Dataset):
+    """What clip datasets share: ``entries`` (``MediaEntry``), ``seed`` and ``epoch``; item ``i``'s
+    random draws come from a generator seeded by ``(seed, epoch, i)``."""
+
+    entries: list[MediaEntry]
+    seed: int | None
+    epoch: int
+
+    @property
+    def kinds(self) -> list[str]:
+        """``"video"`` or ``"image"`` for each index (what ``MixedBatchSampler`` groups by)."""
+        return [e.kind for e in self.entries]
+
+    def set_epoch(self, epoch: int) -> None:
+        """New random clips and crops per epoch when ``seed`` is set (a no-op for the draws otherwise)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _generator(self, index: int) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        return torch.Generator().manual_seed(_mix(self.seed, self.epoch, index))
+
+
+class ClipDataset(EntryDataset):
     """Clips ``(3, t, size, size)`` in [-1, 1] from videos and images under a folder (recursive).
 
     Items are dicts ``{"video": float tensor (c t h w), "path": str, "kind": "video" | "image",
@@ -225,23 +251,6 @@ class ClipDataset(Dataset):
         except (VistokError, OSError) as e:
             return None, str(e)
         return None, f"not a video or image file (unrecognised suffix {suffix or '(none)'!r})"
-
-    @property
-    def kinds(self) -> list[str]:
-        """``"video"`` or ``"image"`` for each index (what ``MixedBatchSampler`` groups by)."""
-        return [e.kind for e in self.entries]
-
-    def set_epoch(self, epoch: int) -> None:
-        """New random clips and crops per epoch when ``seed`` is set (a no-op for the draws otherwise)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def _generator(self, index: int) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        return torch.Generator().manual_seed(_mix(self.seed, self.epoch, index))
 
     def _load(self, index: int) -> dict:
         entry = self.entries[index]

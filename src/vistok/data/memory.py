@@ -13,9 +13,8 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch.utils.data import Dataset
 
-from vistok.data.datasets import ClipDataset, _mix
+from vistok.data.datasets import ClipDataset, EntryDataset
 from vistok.data.images import read_image
 from vistok.data.transforms import _uint8_cthw, center_crop, random_crop, resize_to_cover
 from vistok.data.video import read_video
@@ -24,7 +23,7 @@ from vistok.errors import VistokError
 logger = logging.getLogger(__name__)
 
 
-class InMemoryClipDataset(Dataset):
+class InMemoryClipDataset(EntryDataset):
     """Wraps a ``ClipDataset``; refuses (``VistokError``) if the cache would exceed ``max_bytes``."""
 
     def __init__(self, source: ClipDataset, *, max_bytes: int = 2 * 1024**3):
@@ -55,19 +54,9 @@ class InMemoryClipDataset(Dataset):
         if not self.entries:
             raise VistokError("no file could be decoded for the in-memory cache")
 
-    @property
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.entries]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
     def __getitem__(self, index: int) -> dict:
         entry, pixels = self.entries[index], self.pixels[index]
-        g = torch.Generator().manual_seed(_mix(self.seed, self.epoch, index)) if self.seed is not None else None
+        g = self._generator(index)
         start = 0
         if entry.kind == "video":
             span = (self.frames - 1) * self.stride + 1
