@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vistok.data.datasets import ClipDataset, MixedBatchSampler, collate_clips
+from vistok.data.idx import IdxImageDataset, is_idx_folder
 from vistok.data.memory import InMemoryClipDataset
 from vistok.data.samples import training_files
 from vistok.data.shards import ShardDataset, shard_paths
@@ -36,6 +37,8 @@ def _is_shards(path: Path) -> bool:
 
 def build_dataset(cfg: TrainConfig):
     d = cfg.data
+    if d.path is not None and is_idx_folder(d.path):  # MNIST-style labelled images (Fashion-MNIST)
+        return IdxImageDataset(d.path, split="train", size=d.size, seed=cfg.seed)
     source = training_files() if d.path is None else d.path
     ds = ClipDataset(source, frames=d.frames, size=d.size, stride=d.frame_stride, random_crop=d.random_crop, seed=cfg.seed)
     return InMemoryClipDataset(ds) if d.cache else ds
