@@ -8,8 +8,12 @@ from pathlib import Path
 from vistok.errors import VistokError
 from vistok.tokenizers.base import CONFIG_NAME, WEIGHTS_NAME, Tokenizer
 from vistok.tokenizers.magvit2 import Magvit2Tokenizer
+from vistok.tokenizers.omni import OmniTokenizer
 
-TOKENIZER_CLASSES: dict[str, type[Tokenizer]] = {Magvit2Tokenizer.model_type: Magvit2Tokenizer}
+TOKENIZER_CLASSES: dict[str, type[Tokenizer]] = {
+    Magvit2Tokenizer.model_type: Magvit2Tokenizer,
+    OmniTokenizer.model_type: OmniTokenizer,
+}
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default-tokenizer"
 

@@ -1,0 +1,233 @@
+"""OmniTokenizer (Wang et al., NeurIPS 2024): a spatial-temporal transformer tokenizer for images
+and videos with one vocabulary.
+
+Encoder (``b c t h w -> b D t' h' w'``)::
+
+    patch embedding: frame 0 alone in 8x8 patches, later frames in 4x8x8 patches (1 + 4k -> 1 + k)
+    -> N decoupled blocks [spatial window attention within a frame, causal attention across
+       frames, MLP] -> LayerNorm -> linear to the bottleneck's channels
+
+Decoder: linear from the codes, N mirrored blocks, LayerNorm, and linear "un-patchify" heads
+(latent frame 0 -> 1 frame, later latent frames -> 4 frames each). Positions are rotary (axial in
+space, 1D in time), so other resolutions and lengths than the training ones work.
+
+Causality: patches never straddle latent frames and temporal attention is causal, so latent frame
+``i`` depends only on frames ``<= 4 i`` and an image is a 1-frame video (its tokens are those of a
+video's first frame). Encoder and decoder stream exactly (temporal attention keeps past keys and
+values).
+
+Bottleneck (``bottleneck``): ``"vq"`` (l2-normalized codebook, 8192 codes, as the paper), ``"kl"``
+(Gaussian latent; no tokens) or ``"lfq"`` -- the quantizers of :mod:`vistok.quantizers`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from vistok.errors import VistokError
+from vistok.nn.attention import SpaceTimeBlock
+from vistok.nn.causal_conv import StreamingModule
+from vistok.quantizers.kl import KL
+from vistok.quantizers.lfq import LFQ, EntropyWeightSchedule
+from vistok.quantizers.vq import VQ
+from vistok.tokenizers.base import Tokenizer
+
+BOTTLENECKS = ("vq", "kl", "lfq")
+
+
+@dataclass
+class OmniConfig:
+    """Architecture and bottleneck. ``spatial_window``: side of the attention windows in latent
+    tokens (0 = whole frame); ``temporal_window``: latent frames a frame attends to, itself
+    included (0 = all past frames). ``latent_dim``: code channels (VQ codebook dimension, KL
+    channels; LFQ uses ``bits``)."""
+
+    in_channels: int = 3
+    patch_size: int = 8
+    temporal_patch: int = 4
+    dim: int = 512
+    heads: int = 8
+    encoder_depth: int = 8
+    decoder_depth: int = 8
+    mlp_ratio: float = 4.0
+    spatial_window: int = 8
+    temporal_window: int = 0
+    bottleneck: str = "vq"
+    latent_dim: int = 8
+    codebook_size: int = 8192
+    commitment_weight: float = 0.25
+    vq_ema: bool = True
+    kl_weight: float = 1e-6
+    bits: int = 18
+    entropy_weight: float = 0.1
+    frames: int = 17
+    image_size: int = 128
+
+    def __post_init__(self):
+        if self.bottleneck not in BOTTLENECKS:
+            raise VistokError(f"bottleneck must be one of {BOTTLENECKS}, got {self.bottleneck!r}")
+        for name in ("in_channels", "patch_size", "temporal_patch", "dim", "heads", "latent_dim", "codebook_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise VistokError(f"{name} must be a positive integer, got {v!r}")
+        if self.encoder_depth < 0 or self.decoder_depth < 0:
+            raise VistokError("encoder_depth and decoder_depth must be >= 0")
+        if self.dim % self.heads or (self.dim // self.heads) % 4:
+            raise VistokError(f"dim {self.dim} / heads {self.heads} must give a head size divisible by 4")
+        if self.spatial_window < 0 or self.temporal_window < 0:
+            raise VistokError("spatial_window and temporal_window must be >= 0 (0: unlimited)")
+        if not 1 <= self.bits <= 30:
+            raise VistokError(f"bits must be in [1, 30], got {self.bits}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "OmniConfig":
+        if name not in OMNI_PRESETS:
+            raise VistokError(f"unknown OmniTokenizer preset {name!r}; choose from {sorted(OMNI_PRESETS)}")
+        return cls(**{**OMNI_PRESETS[name], **overrides})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OmniConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise VistokError(f"unknown OmniConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+OMNI_PRESETS: dict[str, dict] = {
+    # Same token budget as MAGVIT-v2 "tiny" (17 x 64 x 64 -> 5 x 8 x 8) and about its 3.7 M
+    # parameters; an 8 x 8 latent frame is one window.
+    "omni-tiny": dict(dim=192, heads=4, mlp_ratio=3.5, encoder_depth=3, decoder_depth=3, spatial_window=8, frames=17, image_size=64),
+    # The paper's size: 8 + 8 layers of width 512, 8 heads, 8 x 8 windows, VQ 8192 x 8.
+    "omni-paper": dict(dim=512, heads=8, encoder_depth=8, decoder_depth=8, spatial_window=8, frames=17, image_size=256),
+}
+
+
+def _init(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class _FirstChunk(StreamingModule):
+    """Tracks whether the next forward call starts a clip (whose first frame stands alone)."""
+
+    def reset_stream(self, on: bool) -> None:
+        self._stream_on, self._started = on, False
+
+    def _first(self) -> bool:
+        first = not (getattr(self, "_stream_on", False) and getattr(self, "_started", False))
+        self._started = True
+        return first
+
+
+class OmniEncoder(_FirstChunk):
+    def __init__(self, cfg: OmniConfig, out_channels: int):
+        super().__init__()
+        p, tp, c = cfg.patch_size, cfg.temporal_patch, cfg.in_channels
+        self.p, self.tp = p, tp
+        self.embed_first = nn.Linear(c * p * p, cfg.dim)
+        self.embed_rest = nn.Linear(c * tp * p * p, cfg.dim)
+        self.blocks = nn.ModuleList(
+            SpaceTimeBlock(cfg.dim, cfg.heads, mlp_ratio=cfg.mlp_ratio, spatial_window=cfg.spatial_window,
+                           temporal_window=cfg.temporal_window)
+            for _ in range(cfg.encoder_depth)
+        )
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.to_latent = nn.Linear(cfg.dim, out_channels)
+
+    def forward(self, video: Tensor) -> Tensor:
+        """``(b c t h w) -> (b D t' h' w')``."""
+        p, tp = self.p, self.tp
+        parts = []
+        rest = video
+        if self._first():
+            parts.append(self.embed_first(rearrange(video[:, :, :1], "b c t (h p) (w q) -> b t h w (c p q)", p=p, q=p)))
+            rest = video[:, :, 1:]
+        if rest.shape[2]:
+            parts.append(self.embed_rest(rearrange(rest, "b c (t r) (h p) (w q) -> b t h w (c r p q)", r=tp, p=p, q=p)))
+        x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        for block in self.blocks:
+            x = block(x)
+        return rearrange(self.to_latent(self.norm(x)), "b t h w d -> b d t h w")
+
+
+class OmniDecoder(_FirstChunk):
+    def __init__(self, cfg: OmniConfig, code_channels: int):
+        super().__init__()
+        p, tp, c = cfg.patch_size, cfg.temporal_patch, cfg.in_channels
+        self.p, self.tp, self.c = p, tp, c
+        self.from_code = nn.Linear(code_channels, cfg.dim)
+        self.blocks = nn.ModuleList(
+            SpaceTimeBlock(cfg.dim, cfg.heads, mlp_ratio=cfg.mlp_ratio, spatial_window=cfg.spatial_window,
+                           temporal_window=cfg.temporal_window)
+            for _ in range(cfg.decoder_depth)
+        )
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head_first = nn.Linear(cfg.dim, c * p * p)
+        self.head_rest = nn.Linear(cfg.dim, c * tp * p * p)
+
+    def forward(self, codes: Tensor) -> Tensor:
+        """``(b D t' h' w') -> (b c t h w)``, ``t = 1 + 4 (t' - 1)`` (``4 t'`` for later streamed chunks)."""
+        p, tp = self.p, self.tp
+        x = self.from_code(rearrange(codes, "b d t h w -> b t h w d"))
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        parts = []
+        if self._first():
+            parts.append(rearrange(self.head_first(x[:, :1]), "b t h w (c p q) -> b c t (h p) (w q)", p=p, q=p))
+            x = x[:, 1:]
+        if x.shape[1]:
+            parts.append(rearrange(self.head_rest(x), "b t h w (c r p q) -> b c (t r) (h p) (w q)", r=tp, p=p, q=p))
+        return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+
+
+class OmniTokenizer(Tokenizer):
+    """OmniTokenizer: ``video (b 3 t h w)`` in [-1, 1], ``t = 1 + 4k`` -> ``indices (b 1+k h/8 w/8)``.
+
+    Example::
+
+        tok = OmniTokenizer(OmniConfig.preset("omni-tiny"))
+        indices = tok.encode(video)          # (b, 1 + k, h/8, w/8) int64 in [0, 8192)
+        x_hat = tok.decode_indices(indices)  # (b, 3, 1 + 4k, h, w)
+    """
+
+    model_type = "omni"
+    config_class = OmniConfig
+
+    def __init__(self, config: OmniConfig | None = None):
+        super().__init__(config or OmniConfig())
+        cfg = self.config
+        if cfg.bottleneck == "vq":
+            self.quantizer = VQ(cfg.latent_dim, cfg.codebook_size, l2_normalize=True, ema=cfg.vq_ema,
+                                commitment_weight=cfg.commitment_weight)
+        elif cfg.bottleneck == "kl":
+            self.quantizer = KL(cfg.latent_dim, kl_weight=cfg.kl_weight)
+        else:
+            self.quantizer = LFQ(bits=cfg.bits, commitment_weight=cfg.commitment_weight,
+                                 entropy_schedule=EntropyWeightSchedule(weight=cfg.entropy_weight))
+        self.encoder = OmniEncoder(cfg, self.quantizer.dim)
+        self.decoder = OmniDecoder(cfg, self.quantizer.code_dim)
+        self.encoder.apply(_init)
+        self.decoder.apply(_init)
+
+    @property
+    def temporal_compression(self) -> int:
+        return self.config.temporal_patch
+
+    @property
+    def spatial_compression(self) -> int:
+        return self.config.patch_size
+
+    def encode_latents(self, video: Tensor) -> Tensor:
+        return self.encoder(video)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        return self.decoder(codes)
