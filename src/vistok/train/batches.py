@@ -23,7 +23,7 @@ from vistok.data.memory import InMemoryClipDataset
 from vistok.data.samples import training_files
 from vistok.data.shards import ShardDataset, shard_paths
 from vistok.errors import VistokError
-from vistok.train.config import TrainConfig
+from vistok.train.config import TrainConfig, stage_plan
 from vistok.train.distributed import DistInfo
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,15 @@ def video_fraction(cfg: TrainConfig, kinds: list[str]) -> float:
 
 
 def build_batches(cfg: TrainConfig, info: DistInfo, *, start_step: int = 0) -> Iterator[torch.Tensor]:
-    """Endless ``(b c t h w)`` batches for this rank, starting at global step ``start_step``."""
+    """Endless ``(b c t h w)`` batches for this rank, starting at global step ``start_step``.
+
+    With progressive ``stages``, the batches of stage ``k`` come from its own data settings and are
+    the batches a single-stage run with those settings would draw at steps ``0, 1, ...`` of the
+    stage; the iterator ends after the last stage. Resuming at any step -- also exactly at a stage
+    boundary -- reproduces them.
+    """
+    if cfg.stages:
+        return _staged_batches(cfg, info, start_step)
     d = cfg.data
     if d.path is not None and _is_shards(Path(d.path)):
         return _shard_batches(cfg, info)
@@ -106,3 +114,13 @@ def _shard_batches(cfg: TrainConfig, info: DistInfo) -> Iterator[torch.Tensor]:
         if n == 0:
             raise VistokError(f"the shards under {d.path} gave no batch of {d.batch_size} clips")
         epoch += 1
+
+
+def _staged_batches(cfg: TrainConfig, info: DistInfo, start_step: int) -> Iterator[torch.Tensor]:
+    for start, end, stage_cfg in stage_plan(cfg):
+        if start_step >= end:
+            continue
+        first = max(start_step, start)
+        batches = build_batches(stage_cfg, info, start_step=first - start)  # built when reached
+        for _ in range(end - first):
+            yield next(batches)

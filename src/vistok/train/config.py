@@ -48,6 +48,18 @@ class OptimConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of progressive training (OmniTokenizer): ``steps`` steps whose data settings are
+    the run's ``data`` with ``data`` here overriding them -- e.g. ``{image_fraction: 1.0}`` for the
+    image-only stage, then ``{image_fraction: 0.5}`` for joint image + video training of the same
+    weights. Optimizer, schedule and weights carry across the boundary."""
+
+    name: str = ""
+    steps: int = 1
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class TrainConfig:
     model_type: str = "magvit2"
     preset: str = "tiny"
@@ -66,8 +78,19 @@ class TrainConfig:
     checkpoint_every: int = 100
     distributed: str = "ddp"  # or "fsdp"
     device: str | None = None
+    # Progressive training: when set, the run is these stages in order and ``steps`` is their sum.
+    stages: list[StageConfig] = field(default_factory=list)
+    # Warm start: a saved tokenizer (or run directory) whose weights initialize this model; layers
+    # that differ only because the bottleneck differs (e.g. VQ -> KL fine-tuning) start fresh.
+    init_from: str | None = None
 
     def __post_init__(self):
+        if self.stages:
+            for i, st in enumerate(self.stages):
+                if st.steps < 1:
+                    raise VistokError(f"stages[{i}].steps must be >= 1, got {st.steps}")
+                stage_data(self, i)  # unknown or ill-typed data keys fail here, not mid-run
+            self.steps = sum(st.steps for st in self.stages)
         if self.precision not in ("fp32", "bf16"):
             raise VistokError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.distributed not in ("ddp", "fsdp"):
@@ -88,6 +111,26 @@ class TrainConfig:
             raise VistokError(f"data.image_fraction must be in [0, 1], got {d.image_fraction}")
 
 
+def stage_data(cfg: "TrainConfig", index: int) -> DataConfig:
+    """The ``DataConfig`` of stage ``index``: the run's data settings with the stage's overrides."""
+    merged = {**to_dict(cfg.data), **cfg.stages[index].data}
+    return from_dict(DataConfig, merged, prefix=f"stages[{index}].data.")
+
+
+def stage_plan(cfg: "TrainConfig") -> list[tuple[int, int, "TrainConfig"]]:
+    """``[(first step, end step, config of that stage)]``; one entry for a run without stages."""
+    import dataclasses
+
+    if not cfg.stages:
+        return [(0, cfg.steps, cfg)]
+    plan, start = [], 0
+    for i, st in enumerate(cfg.stages):
+        single = dataclasses.replace(cfg, data=stage_data(cfg, i), stages=[], steps=cfg.steps)
+        plan.append((start, start + st.steps, single))
+        start += st.steps
+    return plan
+
+
 # Training presets by name: a model preset plus the training settings that suit it.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # Minutes on 2 CPU cores: reconstruction + LFQ losses (no GAN, no LPIPS weights offline).
@@ -103,6 +146,20 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
         checkpoint_every=50,
     ),
     # The paper's video tokenizer setting (GPU): 17 x 128 x 128, GAN and LPIPS after warm-up.
+    # OmniTokenizer at the MAGVIT-v2 tiny budget, trained progressively as the paper: images only,
+    # then joint images + clips with the same weights.
+    "omni-tiny": dict(
+        model_type="omni",
+        preset="omni-tiny",
+        data=dict(frames=17, size=64, batch_size=2, image_batch_size=8, image_fraction=0.25),
+        optim=dict(lr=5e-4, warmup_steps=50, weight_decay=0.0, min_lr_ratio=0.05),
+        loss=dict(perceptual_weight=0.0, adversarial_weight=0.0),
+        stages=[dict(name="image", steps=150, data=dict(image_fraction=1.0)), dict(name="joint", steps=150)],
+        ema_decay=0.99,
+        log_every=5,
+        image_every=50,
+        checkpoint_every=50,
+    ),
     "ucf-128": dict(
         preset="ucf-128",
         data=dict(frames=17, size=128, batch_size=8, image_fraction=0.0, num_workers=8),

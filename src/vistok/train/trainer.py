@@ -95,7 +95,13 @@ class Trainer:
         self.quiet = quiet
         self.info: DistInfo = setup_distributed(cfg.device)
         torch.manual_seed(cfg.seed)
-        tok = build_tokenizer(cfg).to(self.info.device)
+        tok = build_tokenizer(cfg)
+        self.fresh_parameters: list[str] = []
+        if cfg.init_from is not None and not resume:
+            from vistok.train.warm_start import warm_start
+
+            self.fresh_parameters = warm_start(tok, cfg.init_from)
+        tok = tok.to(self.info.device)
         self.tokenizer = tok
         self.model = wrap_model(tok, self.info, cfg.distributed)
         self.objective = TokenizerLoss(cfg.loss, perceptual=_build_perceptual(cfg)).to(self.info.device)
