@@ -37,6 +37,10 @@ IMAGE_NAMES = (
     "retina.jpg",
 )
 
+# Photographs never used for training, for evaluating on images: a grey photograph, a colour
+# micrograph, a grey photograph of coins and a grass texture (grey images are read as RGB).
+HELDOUT_IMAGE_NAMES = ("camera.png", "ihc.png", "coins.png", "grass.png")
+
 _INSTALL_HINT = "pip install absolutely-not-scikit-video scikit-image  (or: pip install 'vistok[data]')"
 
 
@@ -68,6 +72,12 @@ def sample_images() -> list[Path]:
     """Colour photographs from scikit-image (astronaut, chelsea, coffee, rocket, ...)."""
     folder = _package_dir("skimage", "scikit-image") / "data"
     return _existing(folder, IMAGE_NAMES, "scikit-image")
+
+
+def heldout_images() -> list[Path]:
+    """scikit-image pictures kept out of training (``HELDOUT_IMAGE_NAMES``), for evaluation."""
+    folder = _package_dir("skimage", "scikit-image") / "data"
+    return _existing(folder, HELDOUT_IMAGE_NAMES, "scikit-image")
 
 
 def heldout_clip() -> Path:
