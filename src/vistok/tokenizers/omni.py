@@ -103,7 +103,8 @@ OMNI_PRESETS: dict[str, dict] = {
     # Same token budget as MAGVIT-v2 "tiny" (17 x 64 x 64 -> 5 x 8 x 8) and about its 3.7 M
     # parameters; an 8 x 8 latent frame is one window.
     "omni-tiny": dict(dim=192, heads=4, mlp_ratio=3.5, encoder_depth=3, decoder_depth=3, spatial_window=8, frames=17, image_size=64),
-    # The paper's size: 8 + 8 layers of width 512, 8 heads, 8 x 8 windows, VQ 8192 x 8.
+    # Paper scale: 8 + 8 layers of width 512, 8 heads, 8 x 8 windows, VQ 8192 x 8 (not checked
+    # against the authors' released configs; untrained here).
     "omni-paper": dict(dim=512, heads=8, encoder_depth=8, decoder_depth=8, spatial_window=8, frames=17, image_size=256),
 }
 
