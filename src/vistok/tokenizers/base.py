@@ -33,6 +33,33 @@ WEIGHTS_NAME = "model.safetensors"
 RANGE_TOLERANCE = 0.05
 
 
+class PresetConfig:
+    """Mixin for a tokenizer's config dataclass: named presets (``presets()`` -> table) and
+    ``from_dict`` that rejects unknown keys."""
+
+    family: ClassVar[str] = "tokenizer"
+
+    @classmethod
+    def presets(cls) -> dict[str, dict]:
+        raise NotImplementedError
+
+    @classmethod
+    def preset(cls, name: str, **overrides):
+        """A named configuration with keyword overrides."""
+        table = cls.presets()
+        if name not in table:
+            raise VistokError(f"unknown {cls.family} preset {name!r}; choose from {sorted(table)}")
+        return cls(**{**table[name], **overrides})
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise VistokError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        return cls(**d)
+
+
 @dataclass
 class TokenizerOutput:
     """What ``Tokenizer.forward`` returns, in training and evaluation alike.

@@ -16,8 +16,8 @@ residual block and depth-to-space up-sampling.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,11 +28,11 @@ from vistok.nn.causal_conv import CausalConv3d, StreamingModule
 from vistok.nn.norms import AdaptiveGroupNorm, FrameGroupNorm
 from vistok.nn.resample import DepthToSpaceUpsample, Downsample
 from vistok.quantizers.lfq import LFQ, EntropyWeightSchedule
-from vistok.tokenizers.base import Tokenizer
+from vistok.tokenizers.base import PresetConfig, Tokenizer
 
 
 @dataclass
-class Magvit2Config:
+class Magvit2Config(PresetConfig):
     """Architecture and quantizer settings. ``temporal_downsample[i]`` says whether the transition
     after stage ``i`` also halves time (MAGVIT-v2 down-samples time only in the later stages)."""
 
@@ -68,20 +68,11 @@ class Magvit2Config:
         if not 1 <= self.bits <= 30:
             raise VistokError(f"bits must be in [1, 30], got {self.bits}")
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "Magvit2Config":
-        """A named configuration (see ``MAGVIT2_PRESETS``), with keyword overrides."""
-        if name not in MAGVIT2_PRESETS:
-            raise VistokError(f"unknown MAGVIT-v2 preset {name!r}; choose from {sorted(MAGVIT2_PRESETS)}")
-        return cls(**{**MAGVIT2_PRESETS[name], **overrides})
+    family: ClassVar[str] = "MAGVIT-v2"
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Magvit2Config":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise VistokError(f"unknown Magvit2Config keys: {sorted(unknown)}")
-        return cls(**d)
+    def presets(cls) -> dict[str, dict]:
+        return MAGVIT2_PRESETS
 
 
 # One table of named sizes; they double as CLI choices. All compress time 4x after the first frame.

@@ -22,8 +22,8 @@ Bottleneck (``bottleneck``): ``"vq"`` (l2-normalized codebook, 8192 codes, as th
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from einops import rearrange
@@ -35,13 +35,13 @@ from vistok.nn.causal_conv import StreamingModule
 from vistok.quantizers.kl import KL
 from vistok.quantizers.lfq import LFQ, EntropyWeightSchedule
 from vistok.quantizers.vq import VQ
-from vistok.tokenizers.base import Tokenizer
+from vistok.tokenizers.base import PresetConfig, Tokenizer
 
 BOTTLENECKS = ("vq", "kl", "lfq")
 
 
 @dataclass
-class OmniConfig:
+class OmniConfig(PresetConfig):
     """Architecture and bottleneck. ``spatial_window``: side of the attention windows in latent
     tokens (0 = whole frame); ``temporal_window``: latent frames a frame attends to, itself
     included (0 = all past frames). ``latent_dim``: code channels (VQ codebook dimension, KL
@@ -84,19 +84,11 @@ class OmniConfig:
         if not 1 <= self.bits <= 30:
             raise VistokError(f"bits must be in [1, 30], got {self.bits}")
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "OmniConfig":
-        if name not in OMNI_PRESETS:
-            raise VistokError(f"unknown OmniTokenizer preset {name!r}; choose from {sorted(OMNI_PRESETS)}")
-        return cls(**{**OMNI_PRESETS[name], **overrides})
+    family: ClassVar[str] = "OmniTokenizer"
 
     @classmethod
-    def from_dict(cls, d: dict) -> "OmniConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise VistokError(f"unknown OmniConfig keys: {sorted(unknown)}")
-        return cls(**d)
+    def presets(cls) -> dict[str, dict]:
+        return OMNI_PRESETS
 
 
 OMNI_PRESETS: dict[str, dict] = {
