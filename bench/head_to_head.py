@@ -2,6 +2,8 @@
 
     python bench/head_to_head.py --steps 600 --out runs/head_to_head     # ~25 min on 2 idle cores
     python bench/head_to_head.py --steps 5 --out /tmp/h2h                # smoke test
+    python bench/head_to_head.py --models omni-tiny --steps 5600 --time-budget 747 --out runs/h2h-time
+                                  # omni-tiny for MAGVIT-v2's wall clock: the equal-time comparison
 
 Both models have the same token budget (17 x 64 x 64 -> 5 x 8 x 8 tokens) and the same parameter
 count (3.68 M and 3.71 M), and are trained by the same trainer (``vistok.train``) on the same data
@@ -118,12 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--progressive", action="store_true", help="train omni-tiny image-only for the first half")
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                   help="which to train (e.g. only omni-tiny with --steps and --time-budget set to another run's "
+                   "wall clock, for an equal-time comparison)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name in MODELS:
+    for name in args.models:
         print(f"== {name}", flush=True)
         results[name] = run_one(name, args)
     first = next(iter(results.values()))
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     comparison_grid(rows, frames=6, scale=2).save(args.out / "side_by_side.png")
     clean = {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in results.items()}
     clean["_settings"] = {"steps": args.steps, "time_budget": args.time_budget, "seed": args.seed,
-                          "threads": torch.get_num_threads(), "progressive": args.progressive}
+                          "threads": torch.get_num_threads(), "progressive": args.progressive, "models": args.models}
     (args.out / "results.json").write_text(json.dumps(clean, indent=2) + "\n")
     md = table({n: r for n, r in clean.items() if not n.startswith("_")})
     (args.out / "results.md").write_text(md + "\n")
