@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PIP) install --quiet -c constraints.txt 'torch==2.13.0' -e '.[bench]'
 	$(PY) bench/lfq.py
 	$(PY) bench/tokenizer.py
+	$(PY) bench/sampling.py
 
 clean:
 	rm -rf $(VENV) demo-out

@@ -76,3 +76,19 @@ def test_errors(tmp_path, tok):
     src = open_labelled(tmp_path, size=30)
     with pytest.raises(VistokError, match="multiple"):
         tokenize_labelled(tok, src)
+
+
+def test_cli_encode_set(class_tree, tok, tmp_path, capsys):
+    from vistok.cli import main
+    from vistok.generate.data import load_token_set
+
+    tok.save_pretrained(tmp_path / "model")
+    out = tmp_path / "set.npz"
+    with pytest.warns(UserWarning):
+        assert main(["encode-set", str(tmp_path / "model"), str(class_tree), str(out), "--size", "32", "--batch-size", "4"]) == 0
+    assert "6 items, 2 classes" in capsys.readouterr().out
+    ts = load_token_set(out)
+    assert ts.indices.shape == (6, 1, 4, 4) and ts.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert ts.class_names == ["bird", "cat"] and ts.model_id == tok.model_id()
+    assert main(["encode-set", str(tmp_path / "model"), str(class_tree), str(tmp_path / "x.txt"), "--size", "32"]) == 2
+    assert "must end in .npz" in capsys.readouterr().err

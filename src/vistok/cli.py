@@ -1,4 +1,5 @@
-"""``vistok <command>``: train, reconstruct, encode, decode, info, shard, demo, compress, decompress, rd.
+"""``vistok <command>``: train, reconstruct, encode, decode, encode-set, info, shard, demo, compress,
+decompress, rd, train-lm, generate, predict-frames.
 
 Bad input ends with one line ``vistok: error: ...`` and exit status 2, never a traceback.
 """
@@ -126,6 +127,25 @@ def cmd_decode(args) -> int:
 
     write_media(args.output, np.concatenate(frames), fps=float(meta.get("fps") or 25.0))
     print(f"{args.output}: {sum(len(f) for f in frames)} frame(s) decoded from {indices.size} tokens")
+    return 0
+
+
+def cmd_encode_set(args) -> int:
+    from vistok.data.labelled import open_labelled
+    from vistok.generate.data import save_token_set
+    from vistok.tokenize_dataset import tokenize_labelled
+
+    if Path(args.tokens).suffix != ".npz":
+        raise VistokError(f"token set file {args.tokens} must end in .npz")
+    tok = _load(args.model)
+    src = open_labelled(args.source, size=args.size, frames=args.frames, split=args.split, limit=args.limit)
+    bar = _progress("encode-set")
+    res = tokenize_labelled(tok, src, batch_size=args.batch_size, measure=not args.no_metrics,
+                            progress=lambda done, total: bar(done, total))
+    save_token_set(args.tokens, res.indices, res.labels, res.meta)
+    psnr = "" if res.psnr is None else f", reconstruction PSNR {res.psnr:.2f} dB"
+    print(f"{args.tokens}: {len(res.labels)} items, {len(res.class_names)} classes, grid {list(res.indices.shape[1:])}, "
+          f"vocabulary {tok.vocab_size}{psnr}")
     return 0
 
 
@@ -287,6 +307,70 @@ def cmd_rd(args) -> int:
     return 0
 
 
+def cmd_train_lm(args) -> int:
+    from vistok.generate.train import load_lm_train_config, train_lm
+
+    overrides = list(args.set or [])
+    if args.data is not None:
+        if not Path(args.data).exists():
+            raise VistokError(f"--data {args.data} does not exist")
+        overrides.append(f"data={args.data}")
+    if args.tokenizer is not None:
+        overrides.append(f"tokenizer={args.tokenizer}")
+    if args.steps is not None:
+        overrides.append(f"steps={args.steps}")
+    cfg = load_lm_train_config(args.config, overrides)
+    budget = None if args.minutes is None else args.minutes * 60
+    res = train_lm(cfg, args.out, resume=args.resume, quiet=args.quiet, time_budget=budget)
+    status = "" if res.step >= cfg.steps else f" (time budget reached before step {cfg.steps})"
+    print(f"trained {res.step} steps{status}; model: {res.model_dir}; metrics: {res.out_dir / 'metrics.jsonl'}")
+    return 0
+
+
+def _load_lm_and_tokenizer(args):
+    from vistok.generate import load_lm
+    from vistok.generate.media import resolve_class
+
+    lm = load_lm(args.lm_model)
+    tok = _load(args.tokenizer)
+    return lm, tok, resolve_class(lm, args.class_)
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from vistok.generate.media import generate_files
+
+    lm, tok, label = _load_lm_and_tokenizer(args)
+    with torch.no_grad():  # local: main() may run inside a process that trains afterwards
+        res = generate_files(
+            lm, tok, args.out, label=label, num=args.num, steps=args.steps, cfg=args.cfg, temperature=args.temperature,
+            choice_temperature=args.choice_temperature, seed=args.seed, video_format=args.format, fps=args.fps,
+            force=args.force,
+        )
+    for note in res.notes:
+        print(f"note: {note}")
+    print(f"{args.out}: {len(res.files)} sample(s), grid {res.grid.name}, tokens {res.tokens.name}")
+    return 0
+
+
+def cmd_predict_frames(args) -> int:
+    import torch
+
+    from vistok.generate.media import predict_frames
+
+    lm, tok, label = _load_lm_and_tokenizer(args)
+    with torch.no_grad():
+        res = predict_frames(
+            lm, tok, args.input, args.out, frames=args.frames, label=label, steps=args.steps, cfg=args.cfg,
+            temperature=args.temperature, choice_temperature=args.choice_temperature, seed=args.seed, force=args.force,
+        )
+    for note in res.notes:
+        print(f"note: {note}")
+    print(f"{res.output}: original | prediction, {res.given_frames} given frame(s) of {res.total_frames}")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------
 
 
@@ -335,6 +419,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--chunk-latents", type=int, default=4, help="latent frames per streamed chunk (bounds memory)")
     d.add_argument("--force", action="store_true", help="decode even if the tokens came from another model")
     d.set_defaults(func=cmd_decode)
+
+    es = sub.add_parser("encode-set", help="tokenize a labelled data set into one token-set .npz (for train-lm)",
+                        description="Tokenize every item of a labelled collection -- an MNIST-style IDX folder (e.g. "
+                        "/usr/share/datasets/fashion-mnist) or a folder with one sub-folder of images/videos per class -- "
+                        "into a token set: indices (N, t', h', w'), labels, class names, the tokenizer's id.")
+    es.add_argument("model", help=MODEL_HELP)
+    es.add_argument("source", help="IDX folder or class-folder tree")
+    es.add_argument("tokens", help="output token set (.npz)")
+    es.add_argument("--size", type=int, required=True, help="square side items are brought to (a multiple of the "
+                    "tokenizer's spatial factor; IDX images are padded, files resized and centre-cropped)")
+    es.add_argument("--frames", type=int, default=1, help="clip length for videos, 1 + 4k (default 1: images)")
+    es.add_argument("--split", choices=["train", "test"], default="train", help="IDX split (default train)")
+    es.add_argument("--limit", type=int, help="only the first N items")
+    es.add_argument("--batch-size", type=int, default=64, help="items per forward pass (default 64)")
+    es.add_argument("--no-metrics", action="store_true", help="skip decoding (no reconstruction PSNR)")
+    es.set_defaults(func=cmd_encode_set)
 
     i = sub.add_parser("info", help="describe a saved tokenizer")
     i.add_argument("model", metavar="MODEL", help=MODEL_HELP)
@@ -400,6 +500,55 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--chunk-frames", type=int, help="vistok chunk length in frames (default as compress)")
     q.add_argument("--out", default="rd-out", help="folder for rd.csv, rd.json, rd.md and rd.png (default rd-out)")
     q.set_defaults(func=cmd_rd)
+
+    lt = sub.add_parser("train-lm", help="train a token language model (masked or autoregressive) on tokens",
+                        description="Train a MaskGIT-style masked (model.kind=mlm) or autoregressive (model.kind=ar) "
+                        "token model, alone or under torchrun. Format and options: docs/generation.md.")
+    lt.add_argument("config", help="an LM preset (lm-tiny, lm-small, lm-base, lm-large) or a YAML file")
+    lt.add_argument("--data", help="a token set .npz (vistok.generate.data.save_token_set), a `vistok encode` "
+                    ".npz, or a folder of those (one sub-folder per class for labels)")
+    lt.add_argument("--out", default="lm-run", help="run directory: checkpoint.pt, metrics.jsonl, samples, model/ "
+                    "(default lm-run)")
+    lt.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    lt.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config value, e.g. model.kind=ar or optim.lr=1e-3 (repeatable)")
+    lt.add_argument("--tokenizer", metavar="MODEL", help="the tokenizer the tokens came from: draws sample pictures")
+    lt.add_argument("--steps", type=int, help="total training steps (overrides the config)")
+    lt.add_argument("--minutes", type=float, help="time budget: stop, checkpoint and export after this long")
+    lt.add_argument("--quiet", action="store_true", help="no progress bar")
+    lt.set_defaults(func=cmd_train_lm)
+
+    def sampling_opts(q):
+        q.add_argument("lm_model", metavar="LM_MODEL", help="a language model saved by train-lm (its run or model/ folder)")
+        q.add_argument("tokenizer", metavar="TOKENIZER", help="the tokenizer its tokens came from: " + MODEL_HELP)
+        q.add_argument("--class", dest="class_", metavar="N", help="class index or name (default: unconditional)")
+        q.add_argument("--steps", type=int, default=12, help="MaskGIT decoding steps (default 12; ignored by AR models)")
+        q.add_argument("--cfg", type=float, default=0.0,
+                       help="classifier-free guidance w: logits (1+w)*cond - w*uncond (default 0: conditional only)")
+        q.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0: greedy)")
+        q.add_argument("--choice-temperature", type=float, default=4.5,
+                       help="MaskGIT's Gumbel noise on confidences, annealed to 0 (default 4.5)")
+        q.add_argument("--seed", type=int, default=0, help="random seed (same seed, same samples)")
+        q.add_argument("--force", action="store_true", help="use a tokenizer other than the one the LM learned")
+
+    g = sub.add_parser("generate", help="sample images or videos with a token language model",
+                       description="Sample token grids with LM_MODEL and decode them with TOKENIZER into --out: one "
+                       "PNG per image (GIF/MP4 per clip), grid.png and tokens.npz.")
+    sampling_opts(g)
+    g.add_argument("--num", type=int, default=8, help="number of samples (default 8)")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--format", choices=["gif", "mp4"], default="gif", help="file type for clips (default gif)")
+    g.add_argument("--fps", type=float, default=8.0, help="frame rate of written clips (default 8)")
+    g.set_defaults(func=cmd_generate)
+
+    pf = sub.add_parser("predict-frames", help="continue a clip: condition on its first frames, generate the rest",
+                        description="Encode the first --frames frames of INPUT, generate the rest of the model's clip "
+                        "conditioned on their tokens, and write original | prediction side by side to --out.")
+    sampling_opts(pf)
+    pf.add_argument("input", metavar="INPUT", help="a video (or an image, with --frames 1)")
+    pf.add_argument("--frames", type=int, required=True, help="given frames (1 + 4k for a 4x-in-time tokenizer)")
+    pf.add_argument("--out", required=True, help="output video (.mp4 or .gif)")
+    pf.set_defaults(func=cmd_predict_frames)
     return p
 
 

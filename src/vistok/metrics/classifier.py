@@ -24,8 +24,8 @@ class SmallConvClassifier(nn.Module):
     """``(b 1 h w)`` grey images in [-1, 1] -> ``(b classes)`` logits.
 
     Three conv blocks (32, 64, 128 channels, batch norm, ReLU, 2x2 max pooling), global average
-    pooling, dropout, a linear layer. About 0.1 M parameters; ~91-92 % on Fashion-MNIST after two
-    epochs. Any ``h, w >= 8`` works (global pooling).
+    pooling, dropout, a linear layer; 94 k parameters. 88.4 % on the Fashion-MNIST test set after
+    three epochs (85 s on 2 CPU cores). Any ``h, w >= 8`` works (global pooling).
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32):
