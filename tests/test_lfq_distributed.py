@@ -43,6 +43,18 @@ def load_worker():
 
 
 def run_workers(out_dir: Path) -> list[dict]:
+    """Run the two ranks; a launch that fails is retried once in a fresh folder (the standalone
+    rendezvous picks a free port, which another process can take before the workers bind it --
+    seen once in a full-suite run). A real failure fails both attempts."""
+    try:
+        return _run_workers(out_dir / "attempt1")
+    except AssertionError as first:
+        print(f"first torchrun attempt failed, retrying once:\n{str(first)[-2000:]}")
+        return _run_workers(out_dir / "attempt2")
+
+
+def _run_workers(out_dir: Path) -> list[dict]:
+    out_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "torch.distributed.run",
         "--nproc_per_node", str(WORLD), "--standalone",  # standalone: a free port, no clash with others

@@ -12,7 +12,8 @@ from einops import rearrange
 
 from vistok.errors import VistokError
 from vistok.generate.base import TokenLM
-from vistok.generate.render import check_tokenizer, decode_to_uint8, save_picture, tile
+from vistok.generate.render import check_tokenizer, decode_to_uint8, tile
+from vistok.train.pictures import save_picture
 from vistok.tokenizers.base import Tokenizer
 
 

@@ -6,11 +6,9 @@ model id of the tokenizer whose tokens it learned).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from vistok.data.transforms import to_uint8
 from vistok.errors import VistokError
@@ -67,11 +65,3 @@ def tile(videos: np.ndarray, *, columns: int, max_frames: int = 5, pad: int = 2)
     return canvas
 
 
-def save_picture(path: str | Path, picture: np.ndarray, *, scale: int = 1) -> Path:
-    img = Image.fromarray(picture)
-    if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path

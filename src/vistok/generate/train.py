@@ -22,7 +22,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from vistok.configuration import apply_overrides, from_dict, load_yaml, to_dict
 from vistok.errors import VistokError
@@ -30,7 +29,7 @@ from vistok.generate.base import TokenLM, build_lm
 from vistok.generate.config import LM_PRESETS, LMConfig, lm_config
 from vistok.generate.data import TokenSet, open_token_data
 from vistok.generate.tokens import factorized_cross_entropy
-from vistok.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vistok.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint_on_main, set_rng_state
 from vistok.train.distributed import DistInfo, any_rank, cleanup_distributed, setup_distributed, wrap_model
 from vistok.train.ema import EMA
 from vistok.train.logging import MetricsLog, Progress
@@ -271,10 +270,7 @@ class LMTrainer:
         self.step = int(state["step"])
 
     def save_checkpoint(self) -> None:
-        if self.info.is_main:
-            save_checkpoint(self.out / CHECKPOINT_NAME, self._state())
-        if self.info.enabled:
-            dist.barrier()
+        save_checkpoint_on_main(self.out / CHECKPOINT_NAME, self._state, self.info)
 
     def export(self) -> Path:
         """``out/model``: the EMA weights (or the raw ones) with ``save_pretrained``."""
@@ -377,7 +373,8 @@ class LMTrainer:
         Sampling draws from its own seeded generator, never from the training RNG."""
         if not self.info.is_main or self.tokenizer is None:
             return None
-        from vistok.generate.render import decode_to_uint8, save_picture, tile
+        from vistok.generate.render import decode_to_uint8, tile
+        from vistok.train.pictures import save_picture
 
         cfg = self.cfg
         model = self.ema.shadow if self.ema else self.lm

@@ -58,3 +58,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated or foreign file
         raise VistokError(f"cannot read checkpoint {path}: {e}") from None
+
+
+def save_checkpoint_on_main(path: Path, state_fn, info) -> None:
+    """Every rank calls this: the main rank writes ``state_fn()`` atomically, then all ranks meet
+    at a barrier so none runs ahead of a checkpoint that is still being written."""
+    if info.is_main:
+        save_checkpoint(path, state_fn())
+    if info.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()

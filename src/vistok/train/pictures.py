@@ -53,15 +53,19 @@ def reconstruction_grid(video: torch.Tensor, x_hat: torch.Tensor, *, max_items: 
     return np.concatenate(rows[:-2], axis=0)
 
 
-def save_reconstruction_grid(path: str | Path, video: torch.Tensor, x_hat: torch.Tensor, *, scale: int = 2, **kw) -> Path:
-    grid = reconstruction_grid(video, x_hat, **kw)
-    img = Image.fromarray(grid)
+def save_picture(path: str | Path, picture: np.ndarray, *, scale: int = 1) -> Path:
+    """Write ``H W 3`` uint8 as a PNG (parent folders created), enlarged ``scale`` x without blur."""
+    img = Image.fromarray(picture)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def save_reconstruction_grid(path: str | Path, video: torch.Tensor, x_hat: torch.Tensor, *, scale: int = 2, **kw) -> Path:
+    return save_picture(path, reconstruction_grid(video, x_hat, **kw), scale=scale)
 
 
 def save_loss_plot(path: str | Path, rows: list[dict], keys: list[str] | None = None) -> Path | None:

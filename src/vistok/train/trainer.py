@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from vistok.configuration import to_dict
@@ -28,7 +27,7 @@ from vistok.metrics.quality import psnr
 from vistok.tokenizers.base import Tokenizer
 from vistok.tokenizers.registry import TOKENIZER_CLASSES
 from vistok.train.batches import build_batches
-from vistok.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vistok.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint_on_main, set_rng_state
 from vistok.train.config import TrainConfig
 from vistok.train.distributed import DistInfo, any_rank, cleanup_distributed, setup_distributed, unwrap, wrap_model
 from vistok.train.ema import EMA
@@ -160,10 +159,7 @@ class Trainer:
         self.step = int(state["step"])
 
     def save_checkpoint(self) -> None:
-        if self.info.is_main:
-            save_checkpoint(self.out / CHECKPOINT_NAME, self._state())
-        if self.info.enabled:
-            dist.barrier()
+        save_checkpoint_on_main(self.out / CHECKPOINT_NAME, self._state, self.info)
 
     def export(self) -> Path:
         """``out/model``: the EMA weights (or raw weights without EMA) via ``save_pretrained``."""
