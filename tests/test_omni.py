@@ -36,7 +36,19 @@ def test_shapes_presets_and_parameter_match():
     n_omni, n_magvit = (sum(p.numel() for p in m.parameters()) for m in (tiny, magvit))
     assert abs(n_omni - n_magvit) / n_magvit < 0.02  # the head-to-head is at matched size
     assert tiny.latent_shape(17, 64, 64) == magvit.latent_shape(17, 64, 64) == (5, 8, 8)
-    assert tiny.vocab_size == 8192 and OmniConfig.preset("omni-paper").dim == 512
+    assert tiny.vocab_size == 8192
+
+
+def test_paper_preset_follows_the_released_recipe():
+    cfg = OmniConfig.preset("omni-paper")
+    assert (cfg.dim, cfg.heads, cfg.encoder_depth, cfg.decoder_depth) == (512, 8, 4, 4)
+    assert cfg.encoder_windows == (0, 0, 8, 8) and cfg.decoder_windows == (0, 0, 0, 0)  # "ttww" / "tttt"
+    assert (cfg.codebook_size, cfg.latent_dim, cfg.commitment_weight) == (8192, 8, 1.0)
+    with torch.device("meta"):  # count without allocating 51 M weights
+        tok = OmniTokenizer(cfg)
+    assert [b.spatial.window for b in tok.encoder.blocks] == [0, 0, 8, 8]
+    assert [b.spatial.window for b in tok.decoder.blocks] == [0, 0, 0, 0]
+    assert 50e6 < sum(p.numel() for p in tok.parameters()) < 53e6  # the released model's ~51 M
 
 
 def test_encoder_is_causal():
@@ -73,9 +85,13 @@ def test_image_is_first_frame(dtype):
     torch.testing.assert_close(tok.encode_latents(video[:, :, :1]), tok.encode_latents(video)[:, :, :1], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("chunk,temporal_window", [(4, 0), (8, 0), (12, 0), (4, 2), (8, 3)])
-def test_streaming_equals_whole_clip(chunk, temporal_window):
-    tok = make_tok(temporal_window=temporal_window)
+@pytest.mark.parametrize(
+    "chunk,kw",
+    [(4, {}), (8, {}), (12, {}), (4, {"temporal_window": 2}), (8, {"temporal_window": 3}),
+     (8, {"encoder_windows": (0, 2), "decoder_windows": (2, 0)})],
+)
+def test_streaming_equals_whole_clip(chunk, kw):
+    tok = make_tok(**kw)
     video = rand_video(b=1, t=25)
     whole = tok.encode(video)
     pieces = list(tok.encode_stream(split_clip(video, chunk)))
@@ -155,8 +171,26 @@ def test_bottlenecks_train(bottleneck):
         assert tok.encode(video).max() < tok.vocab_size
 
 
+def test_kl_streams_codes_and_reconstructs(media_dir):
+    """A KL tokenizer has no tokens: its codes stream exactly, and reconstruction goes through them."""
+    from vistok.reconstruct import reconstruct_file
+
+    tok = make_tok(bottleneck="kl")
+    video = rand_video(b=1, t=13)
+    codes = tok.encode_codes(video)
+    pieces = list(tok.encode_codes_stream(split_clip(video, 4)))
+    torch.testing.assert_close(torch.cat(pieces, dim=2), codes, rtol=0, atol=1e-12)  # float64: rounding only
+    x_stream = torch.cat(list(tok.decode_codes_stream([codes[:, :, :2], codes[:, :, 2:]])), dim=2)
+    torch.testing.assert_close(x_stream, tok.decode(codes), rtol=0, atol=1e-10)
+    with pytest.raises(VistokError, match="continuous bottleneck"):
+        tok.encode_stream(split_clip(video, 4))
+    rec = reconstruct_file(tok.float(), media_dir / "clip0.mp4", chunk_frames=4)
+    assert rec.tokens is None and rec.metrics["bits_per_pixel_raw"] is None
+    assert rec.reconstructed.shape == rec.original.shape and "no tokens" in rec.summary()
+
+
 def test_save_load_round_trip(tmp_path):
-    tok = make_tok(dtype=torch.float32)
+    tok = make_tok(dtype=torch.float32, encoder_windows=(0, 2))
     tok.save_pretrained(tmp_path / "m")
     back = vistok.load_tokenizer(tmp_path / "m")
     assert isinstance(back, OmniTokenizer) and back.config == tok.config
@@ -172,6 +206,8 @@ def test_save_load_round_trip(tmp_path):
         (dict(dim=30, heads=4), "head size"),
         (dict(spatial_window=-1), "window"),
         (dict(patch_size=0), "patch_size"),
+        (dict(encoder_windows=(2,)), "encoder_windows"),
+        (dict(decoder_windows=(2, -1)), "decoder_windows"),
     ],
 )
 def test_config_errors(kw, match):

@@ -1,5 +1,11 @@
 """Progressive training (image stage, then joint image + video) and warm starts (VQ -> KL)."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -37,6 +43,22 @@ def test_stage_plan_and_validation(media_dir):
     with pytest.raises(VistokError, match="steps"):
         load_train_config("tiny", omni_overrides(media_dir) + ["stages=[{steps: 0}]"])
     assert load_train_config("omni-tiny").steps == 300
+
+
+def test_total_steps_rescale_the_stages():
+    """``--steps N`` with staged presets trains N steps, the stages keeping their proportions."""
+    cfg = load_train_config("omni-tiny", ["steps=40"])
+    assert cfg.steps == 40 and [s.steps for s in cfg.stages] == [20, 20]
+    cfg = load_train_config("omni-tiny", ["stages=[{steps: 1}, {steps: 8}, {steps: 1}]", "steps=5"])
+    assert [s.steps for s in cfg.stages] == [1, 3, 1]
+    same = load_train_config("omni-tiny", ["stages=[{steps: 3}, {steps: 7}]", "steps=10"])
+    assert [s.steps for s in same.stages] == [3, 7]
+    assert load_train_config("omni-tiny", ["stages=[]"]).steps == 1000  # no stages, no steps: the default
+    with pytest.raises(VistokError, match="stages"):
+        load_train_config("omni-tiny", ["steps=1"])
+    # the later setting wins: stages given after a preset's steps define the total
+    assert load_train_config("tiny", ["stages=[{steps: 2}, {steps: 3}]"]).steps == 5
+    assert load_train_config("tiny", ["stages=[{steps: 2}, {steps: 3}]", "steps=10"]).steps == 10
 
 
 def test_stages_use_their_data(media_dir, tmp_path):
@@ -88,3 +110,17 @@ def test_kl_fine_tune_from_vq(media_dir, tmp_path):
     magvit = load_train_config("tiny", tiny_train_overrides(media_dir) + [f"init_from={tmp_path / 'vq'}"])
     with pytest.raises(VistokError, match="cannot initialize"):
         Trainer(magvit, tmp_path / "bad2", quiet=True)
+
+
+def test_torchrun_two_ranks_image_stage(media_dir, tmp_path):
+    """Under DDP an image batch leaves the 4-frame patch embedding and head without gradients; the
+    run must go on (not wait for them) and the replicas stay identical."""
+    worker = Path(__file__).with_name("train_ddp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           str(worker), str(media_dir), str(tmp_path / "run"), "omni"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sums = [json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in range(2)]
+    assert sums[0]["params"] == sums[1]["params"] and sums[0]["batches_differ"]
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4]

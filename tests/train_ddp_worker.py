@@ -1,4 +1,5 @@
-"""Run by test_train.py under torchrun: train 4 steps on 2 ranks, record a parameter checksum."""
+"""Run by test_train.py (and test_progressive.py with ``omni``) under torchrun: train 4 steps on 2
+ranks, record a parameter checksum."""
 
 import hashlib
 import json
@@ -13,7 +14,12 @@ from vistok.train.config import load_train_config
 from vistok.train.trainer import Trainer
 
 data_dir, out = sys.argv[1], Path(sys.argv[2])
-cfg = load_train_config("tiny", tiny_train_overrides(data_dir, steps=4))
+overrides = tiny_train_overrides(data_dir, steps=4)
+if sys.argv[3:] == ["omni"]:  # progressive: 2 image-only steps (the 4-frame patch layers unused), 2 joint
+    overrides += ["model_type=omni", "preset=omni-tiny",
+                  "model={dim: 32, heads: 2, encoder_depth: 1, decoder_depth: 1, codebook_size: 64}",
+                  "stages=[{steps: 2, data: {image_fraction: 1.0}}, {steps: 2, data: {image_fraction: 0.5}}]"]
+cfg = load_train_config("tiny", overrides)
 trainer = Trainer(cfg, out, quiet=True)
 first = next(iter(trainer.batches))
 trainer.batches = iter([first] + [b for _, b in zip(range(3), trainer.batches)])

@@ -114,7 +114,7 @@ class Reconstruction:
     plan: MediaPlan
     original: np.ndarray  # (t h w 3) uint8, on the tokenizer's grid
     reconstructed: np.ndarray  # (t h w 3) uint8
-    tokens: np.ndarray  # (t' h' w') int64
+    tokens: np.ndarray | None  # (t' h' w') int64; None for a continuous (KL) bottleneck
     metrics: dict
 
     def summary(self) -> str:
@@ -122,6 +122,9 @@ class Reconstruction:
         line = f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}"
         if m.get("ms_ssim") is not None:
             line += f"  MS-SSIM {m['ms_ssim']:.4f}"
+        if m["bits_per_pixel_raw"] is None:
+            grid = "x".join(str(n) for n in m["token_grid"])
+            return line + f"  (continuous latent on a {grid} grid, no tokens)"
         return line + f"  ({m['tokens']} tokens, {m['bits_per_pixel_raw']:.4f} bpp before entropy coding)"
 
 
@@ -160,14 +163,16 @@ def reconstruct_file(
             pending.append(chunk)
             yield chunk.to(dtype)
 
-    index_chunks = tok.encode_stream(source())
+    continuous = tok.vocab_size is None  # a KL tokenizer: no tokens, its codes go to the decoder
+    encoded = tok.encode_codes_stream(source()) if continuous else tok.encode_stream(source())
 
-    def indices():
-        for idx in index_chunks:
-            tokens.append(idx[0].cpu().numpy())
-            yield idx
+    def passed_on():
+        for piece in encoded:
+            tokens.append((piece[0, 0] if continuous else piece[0]).cpu().numpy())  # (t' h' w') grid
+            yield piece
 
-    for x_hat in tok.decode_stream(indices()):
+    decoded = tok.decode_codes_stream(passed_on()) if continuous else tok.decode_stream(passed_on())
+    for x_hat in decoded:
         x = pending.pop(0)
         orig_u8 = to_uint8(x[0])
         rec_u8 = to_uint8(x_hat[0].float())
@@ -191,12 +196,12 @@ def reconstruct_file(
         frames=int(original.shape[0]),
         height=h,
         width=w,
-        tokens=int(toks.size),
+        tokens=0 if continuous else int(toks.size),
         token_grid=list(toks.shape),
-        bits_per_pixel_raw=toks.size * math.log2(max(vocab, 2)) / (original.shape[0] * h * w),
+        bits_per_pixel_raw=None if continuous else toks.size * math.log2(max(vocab, 2)) / (original.shape[0] * h * w),
         notes=plan.notes,
     )
-    return Reconstruction(plan, original, reconstructed, toks, metrics)
+    return Reconstruction(plan, original, reconstructed, None if continuous else toks, metrics)
 
 
 def write_media(path: str | Path, frames: np.ndarray, *, fps: float) -> Path:

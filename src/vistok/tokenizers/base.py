@@ -91,6 +91,8 @@ class Tokenizer(nn.Module):
 
     model_type: ClassVar[str] = ""
     config_class: ClassVar[type] = object
+    # True when some batches leave parameters without gradients (read by the trainer's DDP wrap).
+    ddp_find_unused_parameters: ClassVar[bool] = False
     encoder: nn.Module
     quantizer: Quantizer
     decoder: nn.Module
@@ -215,17 +217,33 @@ class Tokenizer(nn.Module):
         indices per chunk; memory is bounded by the chunk size. Causal convolutions carry their
         last frames across chunks.
         """
+        if self.vocab_size is None:
+            raise VistokError(f"{type(self).__name__} has a continuous bottleneck and no tokens; use encode_codes_stream")
+        return self._encode_stream(chunks, want_indices=True)
+
+    def encode_codes_stream(self, chunks: Iterable[Tensor]) -> Iterator[Tensor]:
+        """As :meth:`encode_stream`, but yields the quantized ``codes (b d t' h' w')`` of each chunk
+        (the only output of a continuous bottleneck such as KL)."""
+        return self._encode_stream(chunks, want_indices=False)
+
+    def _encode_stream(self, chunks: Iterable[Tensor], *, want_indices: bool) -> Iterator[Tensor]:
         with torch.no_grad(), streaming(self.encoder):
             for i, chunk in enumerate(chunks):
                 self.check_video(chunk, first_chunk=i == 0)
-                yield self.quantizer.quantize(self.encode_latents(chunk))[1]
+                codes, indices = self.quantizer.quantize(self.encode_latents(chunk))[:2]
+                yield indices if want_indices else codes
 
     def decode_stream(self, index_chunks: Iterable[Tensor]) -> Iterator[Tensor]:
         """Decode ``(b t' h' w')`` index chunks of one clip; yields ``(b c t h w)`` pixel chunks
         equal to the matching frames of decoding the whole clip at once."""
+        return self.decode_codes_stream(self.indices_to_codes(indices) for indices in index_chunks)
+
+    def decode_codes_stream(self, code_chunks: Iterable[Tensor]) -> Iterator[Tensor]:
+        """Decode ``(b d t' h' w')`` code chunks of one clip (as :meth:`decode_stream`)."""
+        dtype = next(self.parameters()).dtype
         with torch.no_grad(), streaming(self.decoder):
-            for indices in index_chunks:
-                yield self.decode(self.indices_to_codes(indices).to(next(self.parameters()).dtype))
+            for codes in code_chunks:
+                yield self.decode(codes.to(dtype))
 
     # -- persistence ------------------------------------------------------------------------------
 

@@ -43,9 +43,10 @@ BOTTLENECKS = ("vq", "kl", "lfq")
 @dataclass
 class OmniConfig(PresetConfig):
     """Architecture and bottleneck. ``spatial_window``: side of the attention windows in latent
-    tokens (0 = whole frame); ``temporal_window``: latent frames a frame attends to, itself
-    included (0 = all past frames). ``latent_dim``: code channels (VQ codebook dimension, KL
-    channels; LFQ uses ``bits``)."""
+    tokens (0 = whole frame); ``encoder_windows`` / ``decoder_windows``: one window per block,
+    overriding ``spatial_window`` (empty: ``spatial_window`` everywhere); ``temporal_window``:
+    latent frames a frame attends to, itself included (0 = all past frames). ``latent_dim``: code
+    channels (VQ codebook dimension, KL channels; LFQ uses ``bits``)."""
 
     in_channels: int = 3
     patch_size: int = 8
@@ -56,6 +57,8 @@ class OmniConfig(PresetConfig):
     decoder_depth: int = 8
     mlp_ratio: float = 4.0
     spatial_window: int = 8
+    encoder_windows: tuple[int, ...] = ()
+    decoder_windows: tuple[int, ...] = ()
     temporal_window: int = 0
     bottleneck: str = "vq"
     latent_dim: int = 8
@@ -81,6 +84,14 @@ class OmniConfig(PresetConfig):
             raise VistokError(f"dim {self.dim} / heads {self.heads} must give a head size divisible by 4")
         if self.spatial_window < 0 or self.temporal_window < 0:
             raise VistokError("spatial_window and temporal_window must be >= 0 (0: unlimited)")
+        self.encoder_windows = tuple(int(v) for v in self.encoder_windows)
+        self.decoder_windows = tuple(int(v) for v in self.decoder_windows)
+        for name, depth in (("encoder", self.encoder_depth), ("decoder", self.decoder_depth)):
+            windows = getattr(self, f"{name}_windows")
+            if windows and (len(windows) != depth or min(windows) < 0):
+                raise VistokError(
+                    f"{name}_windows needs one window >= 0 per {name} block ({name}_depth = {depth}), got {list(windows)}"
+                )
         if not 1 <= self.bits <= 30:
             raise VistokError(f"bits must be in [1, 30], got {self.bits}")
 
@@ -95,9 +106,16 @@ OMNI_PRESETS: dict[str, dict] = {
     # Same token budget as MAGVIT-v2 "tiny" (17 x 64 x 64 -> 5 x 8 x 8) and about its 3.7 M
     # parameters; an 8 x 8 latent frame is one window.
     "omni-tiny": dict(dim=192, heads=4, mlp_ratio=3.5, encoder_depth=3, decoder_depth=3, spatial_window=8, frames=17, image_size=64),
-    # Paper scale: 8 + 8 layers of width 512, 8 heads, 8 x 8 windows, VQ 8192 x 8 (not checked
-    # against the authors' released configs; untrained here).
-    "omni-paper": dict(dim=512, heads=8, encoder_depth=8, decoder_depth=8, spatial_window=8, frames=17, image_size=256),
+    # The authors' released recipe (FoundationVision/OmniTokenizer, scripts/recons/train.sh): width
+    # 512, 8 heads of 64, per side 4 spatial + 4 causal temporal attention layers, encoder spatial
+    # layers "ttww" (two full, two 8 x 8 windows), decoder "tttt" (full), VQ 8192 x 8 l2-normalized,
+    # commitment 1.0, 17 x 256 x 256. Here a block holds one spatial and one temporal attention, so
+    # 4 blocks give the same attention layers; one MLP of ratio 8 per block stands for their two
+    # feed-forwards of ratio 4 (same parameters, about 51 M). Untrained here (GPU work).
+    "omni-paper": dict(
+        dim=512, heads=8, encoder_depth=4, decoder_depth=4, mlp_ratio=8.0, spatial_window=8,
+        encoder_windows=(0, 0, 8, 8), decoder_windows=(0, 0, 0, 0), commitment_weight=1.0, frames=17, image_size=256,
+    ),
 }
 
 
@@ -106,6 +124,14 @@ def _init(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def _blocks(cfg: OmniConfig, depth: int, windows: tuple[int, ...]) -> nn.ModuleList:
+    windows = windows or (cfg.spatial_window,) * depth
+    return nn.ModuleList(
+        SpaceTimeBlock(cfg.dim, cfg.heads, mlp_ratio=cfg.mlp_ratio, spatial_window=ws, temporal_window=cfg.temporal_window)
+        for ws in windows
+    )
 
 
 class _FirstChunk(StreamingModule):
@@ -127,11 +153,7 @@ class OmniEncoder(_FirstChunk):
         self.p, self.tp = p, tp
         self.embed_first = nn.Linear(c * p * p, cfg.dim)
         self.embed_rest = nn.Linear(c * tp * p * p, cfg.dim)
-        self.blocks = nn.ModuleList(
-            SpaceTimeBlock(cfg.dim, cfg.heads, mlp_ratio=cfg.mlp_ratio, spatial_window=cfg.spatial_window,
-                           temporal_window=cfg.temporal_window)
-            for _ in range(cfg.encoder_depth)
-        )
+        self.blocks = _blocks(cfg, cfg.encoder_depth, cfg.encoder_windows)
         self.norm = nn.LayerNorm(cfg.dim)
         self.to_latent = nn.Linear(cfg.dim, out_channels)
 
@@ -157,11 +179,7 @@ class OmniDecoder(_FirstChunk):
         p, tp, c = cfg.patch_size, cfg.temporal_patch, cfg.in_channels
         self.p, self.tp, self.c = p, tp, c
         self.from_code = nn.Linear(code_channels, cfg.dim)
-        self.blocks = nn.ModuleList(
-            SpaceTimeBlock(cfg.dim, cfg.heads, mlp_ratio=cfg.mlp_ratio, spatial_window=cfg.spatial_window,
-                           temporal_window=cfg.temporal_window)
-            for _ in range(cfg.decoder_depth)
-        )
+        self.blocks = _blocks(cfg, cfg.decoder_depth, cfg.decoder_windows)
         self.norm = nn.LayerNorm(cfg.dim)
         self.head_first = nn.Linear(cfg.dim, c * p * p)
         self.head_rest = nn.Linear(cfg.dim, c * tp * p * p)
@@ -194,6 +212,8 @@ class OmniTokenizer(Tokenizer):
 
     model_type = "omni"
     config_class = OmniConfig
+    # Image batches (1 frame) use only the first-frame embedding and head, not the 4-frame ones.
+    ddp_find_unused_parameters = True
 
     def __init__(self, config: OmniConfig | None = None):
         super().__init__(config or OmniConfig())

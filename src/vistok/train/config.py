@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vistok.configuration import apply_overrides, from_dict, load_yaml, to_dict
+from vistok.configuration import apply_overrides, from_dict, load_yaml, parse_override, to_dict
 from vistok.errors import VistokError
 from vistok.losses.objective import LossConfig
 
@@ -69,7 +69,9 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     discriminator: dict[str, Any] = field(default_factory=dict)
     perceptual_weights: str | None = None  # LPIPS/VGG weights file; perceptual loss off if None
-    steps: int = 1000
+    # Total optimizer steps. Unset: 1000, or with ``stages`` their sum. Set with stages (``--steps``):
+    # the stages are rescaled to that total, keeping their proportions (see ``_fit_stages``).
+    steps: int | None = None
     seed: int = 0
     precision: str = "fp32"  # or "bf16" (autocast)
     ema_decay: float = 0.999
@@ -90,7 +92,11 @@ class TrainConfig:
                 if st.steps < 1:
                     raise VistokError(f"stages[{i}].steps must be >= 1, got {st.steps}")
                 stage_data(self, i)  # unknown or ill-typed data keys fail here, not mid-run
+            if self.steps is not None and self.steps != sum(st.steps for st in self.stages):
+                self.stages = _fit_stages(self.stages, self.steps)
             self.steps = sum(st.steps for st in self.stages)
+        elif self.steps is None:
+            self.steps = 1000
         if self.precision not in ("fp32", "bf16"):
             raise VistokError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.distributed not in ("ddp", "fsdp"):
@@ -109,6 +115,24 @@ class TrainConfig:
             raise VistokError("data.batch_size, data.image_batch_size, data.frames >= 1 and data.size >= 8 required")
         if not 0.0 <= d.image_fraction <= 1.0:
             raise VistokError(f"data.image_fraction must be in [0, 1], got {d.image_fraction}")
+
+
+def _fit_stages(stages: list[StageConfig], total: int) -> list[StageConfig]:
+    """``stages`` rescaled to ``total`` steps in the same proportions (boundaries rounded, every
+    stage at least one step), so ``vistok train omni-tiny --steps 40`` trains 20 image-only steps
+    then 20 joint ones instead of silently training the preset's 300."""
+    import dataclasses
+
+    if total < len(stages):
+        raise VistokError(f"steps={total} cannot hold the {len(stages)} training stages (at least one step each)")
+    lengths = [st.steps for st in stages]
+    whole, ends, acc = sum(lengths), [], 0
+    for i, n in enumerate(lengths):
+        acc += n
+        end = round(total * acc / whole)
+        ends.append(min(max(end, (ends[-1] if ends else 0) + 1), total - (len(lengths) - 1 - i)))
+    starts = [0] + ends[:-1]
+    return [dataclasses.replace(st, steps=e - b) for st, b, e in zip(stages, starts, ends)]
 
 
 def stage_data(cfg: "TrainConfig", index: int) -> DataConfig:
@@ -184,19 +208,31 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def load_train_config(name_or_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """A preset name (``tiny``) or a YAML file (which may name a ``base`` preset), then overrides."""
+    """A preset name (``tiny``) or a YAML file (which may name a ``base`` preset), then overrides.
+
+    ``steps`` and ``stages`` both fix the run's length; the one set later wins (preset, then YAML,
+    then each override in order): stages set after ``steps`` define the total, ``steps`` set with or
+    after stages rescales them (``vistok train omni-tiny --steps 40``: 20 + 20 steps).
+    """
     text = str(name_or_path)
+    layers: list[set[str]] = []  # top-level keys each layer sets, in order
     if text in TRAIN_PRESETS:
         data: dict[str, Any] = dict(TRAIN_PRESETS[text])
+        layers.append(set(data))
     elif Path(text).suffix in (".yaml", ".yml") or Path(text).is_file():
         raw = load_yaml(text)
         base = raw.pop("base", None)
         if base is not None and base not in TRAIN_PRESETS:
             raise VistokError(f"{text}: unknown base preset {base!r}; choose from {sorted(TRAIN_PRESETS)}")
+        layers += [set(TRAIN_PRESETS[base]) if base else set(), set(raw)]
         data = _merge(dict(TRAIN_PRESETS[base]) if base else {}, raw)
     else:
         raise VistokError(f"{text!r} is neither a training preset ({', '.join(sorted(TRAIN_PRESETS))}) nor a YAML file")
     data = apply_overrides(data, overrides or [])
+    layers += [{parse_override(o)[0][0]} for o in overrides or []]
+    last = {key: max((i for i, keys in enumerate(layers) if key in keys), default=-1) for key in ("steps", "stages")}
+    if data.get("stages") and last["steps"] < last["stages"]:
+        data.pop("steps", None)  # an earlier layer's length gives way to the stages set after it
     return from_dict(TrainConfig, data)
 
 

@@ -58,7 +58,11 @@ def wrap_model(model: nn.Module, info: DistInfo, strategy: str = "ddp") -> nn.Mo
         return model
     if strategy == "ddp":
         ids = [info.device.index] if info.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # A model whose forward may leave parameters unused on some batches (OmniTokenizer: an
+        # image batch never reaches the temporal-patch embedding and head) says so; DDP then marks
+        # them ready instead of waiting for their gradients forever.
+        unused = bool(getattr(model, "ddp_find_unused_parameters", False))
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
