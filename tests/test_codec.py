@@ -408,3 +408,25 @@ def test_shipped_default_model_is_found_from_the_file():
     video = moving_shapes(frames=5, height=16, width=16, seed=4).unsqueeze(0)
     data = compress(default, video)
     assert torch.equal(decompress(data), decompress(data, default))  # looked up by model id
+
+
+def test_rd_verdicts_against_a_codec_curve():
+    from vistok.codec.rd import RDPoint, RDResult, verdict
+
+    def pt(method, bpp, ms, psnr=20.0, clip="c"):
+        return RDPoint(clip=clip, method=method, setting=f"r={bpp}", bytes=1, bpp=bpp, psnr=psnr, ssim=0.5, ms_ssim=ms)
+
+    codec = [pt("x265", 0.04, 0.60), pt("x265", 0.08, 0.80)]
+    assert verdict(codec, pt("v", 0.0566, 0.75), "ms_ssim") == "above"  # codec ~0.70 at this rate
+    assert verdict(codec, pt("v", 0.0566, 0.65), "ms_ssim") == "below"
+    assert verdict(codec, pt("v", 0.03, 0.65), "ms_ssim") == "dominates"  # fewer bits than its floor, better
+    assert verdict(codec, pt("v", 0.03, 0.55), "ms_ssim") is None  # fewer bits, worse: no order
+    assert verdict(codec, pt("v", 0.10, 0.79), "ms_ssim") == "dominated"  # more bits than its top, worse
+    assert verdict(codec, pt("v", 0.10, 0.90), "ms_ssim") is None
+    assert verdict(codec, RDPoint("c", "v", "s", 1, 0.05, 20.0, 0.5, None), "ms_ssim") is None
+    res = RDResult(codec + [pt("vistok:m", 0.03, 0.65), pt("vistok:m", 0.06, 0.65, clip="d"),
+                            pt("x265", 0.04, 0.60, clip="d"), pt("x265", 0.08, 0.80, clip="d")])
+    res.points[2].setting = res.points[3].setting = "bits=12"
+    (line,) = res.summary()
+    assert "vistok:m bits=12" in line and "x265 MS-SSIM 1/2" in line
+    assert "(dominates)" in res.markdown() and "vistok dominates" in res.table()

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vistok.errors import VistokError
 from vistok.quantizers import LFQ, EntropyWeightSchedule, join_indices, split_indices
 
 
@@ -178,3 +179,37 @@ def test_factorization_9_plus_9_matches_lfq_bits():
         assert torch.equal(((high >> d) & 1).bool(), codes[:, 9 + d] > 0)
     with pytest.raises(ValueError):
         split_indices(out.indices, (9, 8))  # 18-bit ids do not fit in 17 bits
+
+
+def test_bit_dropout_zeroes_low_channels_like_the_codec():
+    """Training with bit dropout feeds the decoder exactly the codes the codec decodes after
+    ``--drop-bits n``: the n least significant channels at 0, the others untouched."""
+    from vistok.codec.codec import codes_from_bits
+
+    torch.manual_seed(0)
+    q = LFQ(bits=6, bit_dropout=0.9)
+    latents = torch.randn(64, 6, 2, 3, 3)
+    full, indices = q.quantize(latents)
+    q.train()
+    dropped = q(latents).codes.detach()
+    zero = dropped == 0
+    assert zero.any() and (~zero).all(dim=1).any()  # some samples dropped bits, some kept all
+    for i in range(latents.shape[0]):
+        n = int(zero[i].flatten(1).all(dim=1).sum())  # channels zeroed everywhere in sample i
+        assert zero[i, :n].all() and not zero[i, n:].any()  # the n lowest channels, no others
+        expect = codes_from_bits(indices[i : i + 1], 6 - n, bits=6)[0]
+        torch.testing.assert_close(dropped[i], expect)
+    q.eval()  # evaluation and encoding never drop
+    torch.testing.assert_close(q(latents).codes, full)
+
+
+def test_bit_dropout_validation_and_identity():
+    with pytest.raises(VistokError, match="bit_dropout"):
+        LFQ(bits=4, bit_dropout=1.0)
+    from vistok.tokenizers.magvit2 import Magvit2Config, Magvit2Tokenizer
+
+    torch.manual_seed(0)
+    a = Magvit2Tokenizer(Magvit2Config.preset("tiny"))
+    b = Magvit2Tokenizer(Magvit2Config.preset("tiny", bit_dropout=0.5))
+    b.load_state_dict(a.state_dict())
+    assert a.model_id() == b.model_id()  # a training-only setting: same network, same identity

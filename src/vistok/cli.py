@@ -15,7 +15,8 @@ from pathlib import Path
 
 from vistok.errors import VistokError
 
-MODEL_HELP = "a directory written by save_pretrained or by `vistok train --out`, or 'default' (shipped)"
+MODEL_HELP = ("a directory written by save_pretrained or by `vistok train --out`, or a shipped model: 'default' "
+              "(MAGVIT-v2 tiny) or 'omni-lfq' (OmniTokenizer tiny, the codec's model)")
 
 
 def _load(model: str):
@@ -280,7 +281,7 @@ def cmd_rd(args) -> int:
     names = [args.model] + list(args.also_model or [])
     models = []
     for m in names:
-        label = m if m == "default" else (Path(m).parent.name if Path(m).name == "model" else Path(m).name)
+        label = Path(m).parent.name if Path(m).name == "model" else Path(m).name
         models.append((label, _load(m)))
     tc = max(t.temporal_compression for _, t in models)
     sc = max(t.spatial_compression for _, t in models)
@@ -290,10 +291,14 @@ def cmd_rd(args) -> int:
         if len(hw) not in (1, 2):
             raise VistokError(f"--crop takes SIZE or HxW, got {args.crop!r}")
         crop = (hw[0], hw[-1])
+    starts = _parse_ints(args.start, "--start")
+    if not starts or min(starts) < 0:
+        raise VistokError(f"--start takes frame numbers >= 0, got {args.start!r}")
     clips = [
-        load_clip(p, frames=args.max_frames, start=args.start, size=args.size, crop=crop,
+        load_clip(p, frames=args.max_frames, start=start, size=args.size, crop=crop,
                   temporal_multiple=tc, spatial_multiple=sc)
         for p in args.inputs
+        for start in starts
     ]
     codecs = [c for c in args.codecs.replace(",", " ").split() if c]
     result = run_rd(
@@ -489,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("inputs", metavar="CLIP", nargs="+")
     q.add_argument("--also-model", action="append", metavar="DIR", help="another model to compare (repeatable)")
     q.add_argument("--max-frames", type=int, help="use at most this many frames (trimmed to 1 + 4k; default all)")
-    q.add_argument("--start", type=int, default=0, help="first frame to use")
+    q.add_argument("--start", default="0", help="first frame to use; several (e.g. 0,60,120) take that many clips "
+                   "from each input")
     q.add_argument("--size", type=int, help="resize the shorter side to this first")
     q.add_argument("--crop", help="centre-crop to SIZE or HxW after resizing (default: largest multiple of 8)")
     q.add_argument("--drop-bits", default="0,2,4,6,8", help="numbers of low-order bits to drop, one point each")

@@ -119,7 +119,9 @@ class Reconstruction:
 
     def summary(self) -> str:
         m = self.metrics
-        line = f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}"
+        line = f"PSNR {m['psnr']:.2f} dB"
+        if m.get("ssim") is not None:
+            line += f"  SSIM {m['ssim']:.4f}"
         if m.get("ms_ssim") is not None:
             line += f"  MS-SSIM {m['ms_ssim']:.4f}"
         if m["bits_per_pixel_raw"] is None:
@@ -132,7 +134,9 @@ def _frame_metrics(x: torch.Tensor, y: torch.Tensor) -> dict[str, list[float]]:
     """Per-frame PSNR/SSIM(/MS-SSIM) of ``(1 c t h w)`` pixels (uint8-rounded, as viewers see them)."""
     a = x[0].transpose(0, 1).double()  # (t c h w)
     b = y[0].transpose(0, 1).double()
-    out = {"psnr": psnr(a, b, max_db=100.0).tolist(), "ssim": ssim(a, b).tolist()}
+    out = {"psnr": psnr(a, b, max_db=100.0).tolist()}
+    if min(a.shape[-2:]) >= 11:  # SSIM's 11-pixel window fits (smaller frames: PSNR only)
+        out["ssim"] = ssim(a, b).tolist()
     if min(a.shape[-2:]) >= 11 * 2**2:  # at least 3 scales
         out["ms_ssim"] = ms_ssim(a, b).tolist()
     return out
@@ -190,6 +194,7 @@ def reconstruct_file(
     h, w = plan.size
     vocab = tok.vocab_size or 0
     metrics = {k: float(np.mean(v)) for k, v in per_frame.items()}
+    metrics.setdefault("ssim", None)  # frames under 11 pixels
     metrics.setdefault("ms_ssim", None)
     metrics.update(
         psnr_per_frame=[round(v, 3) for v in per_frame["psnr"]],

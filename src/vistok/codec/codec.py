@@ -489,12 +489,12 @@ def find_tokenizer(model_id: str, models: Iterable[str | Path | Tokenizer] = ())
     """The tokenizer whose ``model_id()`` starts with ``model_id``.
 
     Looks in ``models`` (tokenizers, saved-model directories, run directories, or folders whose
-    subfolders are saved models), then at the shipped ``"default"`` model. A directory's
+    subfolders are saved models), then at the models shipped in the package. A directory's
     ``config.json`` records its id, so non-matching models are skipped without loading them; a
     match is confirmed by hashing the loaded weights. Raises :class:`ModelMismatchError`.
     """
     from vistok.tokenizers.base import CONFIG_NAME
-    from vistok.tokenizers.registry import DEFAULT_MODEL_DIR, load_tokenizer
+    from vistok.tokenizers.registry import SHIPPED_MODELS, load_tokenizer
 
     prefix = model_id[: 2 * MODEL_ID_BYTES].lower()
     candidates: list[Path] = []
@@ -503,17 +503,16 @@ def find_tokenizer(model_id: str, models: Iterable[str | Path | Tokenizer] = ())
             if _model_id(m) == prefix:
                 return m
             continue
-        if str(m) == "default":
-            m = DEFAULT_MODEL_DIR
         d = Path(m)
+        if str(m) in SHIPPED_MODELS and not d.is_dir():
+            d = SHIPPED_MODELS[str(m)]
         if (d / CONFIG_NAME).is_file():
             candidates.append(d)
         elif (d / "model" / CONFIG_NAME).is_file():
             candidates.append(d / "model")
         elif d.is_dir():
             candidates.extend(sorted(p.parent for p in d.glob(f"*/{CONFIG_NAME}")))
-    if (DEFAULT_MODEL_DIR / CONFIG_NAME).is_file():
-        candidates.append(DEFAULT_MODEL_DIR)
+    candidates += [d for d in SHIPPED_MODELS.values() if (d / CONFIG_NAME).is_file() and d not in candidates]
     for d in candidates:
         try:
             recorded = json.loads((d / CONFIG_NAME).read_text()).get("model_id")
@@ -527,7 +526,7 @@ def find_tokenizer(model_id: str, models: Iterable[str | Path | Tokenizer] = ())
             continue
         if _model_id(tok) == prefix:
             return tok
-    searched = ", ".join(str(d) for d in candidates) or "nothing (no models given, no shipped default)"
+    searched = ", ".join(str(d) for d in candidates) or "nothing (no models given, no shipped models)"
     raise ModelMismatchError(
         f"no tokenizer with model id {prefix[:12]}… found; searched {searched}. "
         "Pass the model the file was written with (tokenizer= / models=, or --model)"
@@ -536,7 +535,7 @@ def find_tokenizer(model_id: str, models: Iterable[str | Path | Tokenizer] = ())
 
 def resolve_tokenizer(header: Header, tokenizer: Tokenizer | None, models: Iterable = ()) -> Tokenizer:
     """``tokenizer`` if it is the one the file names (else :class:`ModelMismatchError`), or the
-    matching one from ``models`` and the shipped default."""
+    matching one from ``models`` and the shipped models."""
     if tokenizer is None:
         return find_tokenizer(header.model_id, models)
     got = _model_id(tokenizer)

@@ -83,7 +83,7 @@ def load_clip(
         raise VistokError(f"crop {ch}x{cw} must be a multiple of {spatial_multiple}")
     x = center_crop(x, ch, cw)
     notes = [] if n == info.frames - start else [f"used {n} frames from frame {start}"]
-    name = f"{path.stem} {cw}x{ch}x{n}" + (f" (shorter side {size})" if size else "")
+    name = f"{path.stem}{f'@{start}' if start else ''} {cw}x{ch}x{n}" + (f" (shorter side {size})" if size else "")
     return Clip(name, x.permute(1, 2, 3, 0).contiguous().numpy(), info.fps or 25.0, notes)
 
 
@@ -92,7 +92,9 @@ def quality(original: np.ndarray, decoded: np.ndarray) -> dict[str, float | None
     # float32 is ample for 8-bit pixels (PSNR accumulates its squared error in float64 anyway)
     a = torch.from_numpy(original).permute(0, 3, 1, 2).float() / 127.5 - 1  # (t c h w)
     b = torch.from_numpy(decoded).permute(0, 3, 1, 2).float() / 127.5 - 1
-    out = {"psnr": float(psnr(a, b, max_db=100.0).mean()), "ssim": float(ssim(a, b).mean()), "ms_ssim": None}
+    out = {"psnr": float(psnr(a, b, max_db=100.0).mean()), "ssim": None, "ms_ssim": None}
+    if min(a.shape[-2:]) >= 11:  # SSIM's window fits
+        out["ssim"] = float(ssim(a, b).mean())
     if min(a.shape[-2:]) >= MS_SSIM_MIN_SIDE:
         out["ms_ssim"] = float(ms_ssim(a, b).mean())
     return out
@@ -109,7 +111,7 @@ class RDPoint:
     bytes: int
     bpp: float
     psnr: float
-    ssim: float
+    ssim: float | None
     ms_ssim: float | None
     kept_bits: int | None = None
     crf: int | None = None
@@ -195,6 +197,32 @@ def interpolate_at(points: list[RDPoint], bpp: float, metric: str) -> float | No
     return None
 
 
+def verdict(codec_points: list[RDPoint], point: RDPoint, metric: str) -> str | None:
+    """Where ``point`` lies against a codec's rate-distortion curve in ``metric``:
+
+    * ``"above"`` / ``"below"``: inside the codec's rate range, better / not better than the codec
+      interpolated at the same rate;
+    * ``"dominates"``: at a rate the codec cannot reach (below its lowest), and better than the
+      codec's lowest-rate point, which spends more bits;
+    * ``"dominated"``: above the codec's highest rate, and not better than that point, which spends
+      fewer bits;
+    * None: no comparison (no metric, or outside the range without a clear order).
+    """
+    value = getattr(point, metric)
+    pts = sorted((p for p in codec_points if getattr(p, metric) is not None), key=lambda p: p.bpp)
+    if value is None or not pts:
+        return None
+    at = interpolate_at(pts, point.bpp, metric)
+    if at is not None:
+        return "above" if value > at else "below"
+    if point.bpp < pts[0].bpp:
+        return "dominates" if value > getattr(pts[0], metric) else None
+    return "dominated" if value <= getattr(pts[-1], metric) else None
+
+
+WINS = ("above", "dominates")
+
+
 @dataclass
 class RDResult:
     points: list[RDPoint]
@@ -218,10 +246,31 @@ class RDResult:
                     nearest = min(cp, key=lambda p: abs(math.log(p.bpp / v.bpp)))
                     row[f"{c}_psnr_at_rate"] = interpolate_at(cp, v.bpp, "psnr")
                     row[f"{c}_ms_ssim_at_rate"] = interpolate_at(cp, v.bpp, "ms_ssim")
+                    row[f"{c}_psnr_verdict"] = verdict(cp, v, "psnr")
+                    row[f"{c}_ms_ssim_verdict"] = verdict(cp, v, "ms_ssim")
                     row[f"{c}_nearest"] = {"setting": nearest.setting, "bpp": nearest.bpp, "psnr": nearest.psnr,
                                            "ms_ssim": nearest.ms_ssim}
                 rows.append(row)
         return rows
+
+    def summary(self) -> list[str]:
+        """Per vistok operating point and codec: on how many clips it is better at equal rate
+        (``above`` the codec's curve, or ``dominates`` its lowest-rate point), in MS-SSIM and PSNR."""
+        comp = self.comparisons()
+        lines = []
+        keys = list(dict.fromkeys((c["method"], c["setting"]) for c in comp))
+        codecs = sorted({k[: -len("_psnr_verdict")] for c in comp for k in c if k.endswith("_psnr_verdict")})
+        for method, setting in keys:
+            rows = [c for c in comp if (c["method"], c["setting"]) == (method, setting)]
+            bpp = sum(c["bpp"] for c in rows) / len(rows)
+            parts = []
+            for codec in codecs:
+                for metric, label in (("ms_ssim", "MS-SSIM"), ("psnr", "PSNR")):
+                    v = [c.get(f"{codec}_{metric}_verdict") for c in rows]
+                    judged = [x for x in v if x is not None]
+                    parts.append(f"{codec} {label} {sum(x in WINS for x in judged)}/{len(judged)}")
+            lines.append(f"{method} {setting} (mean {bpp:.4f} bpp over {len(rows)} clips), better than: " + ", ".join(parts))
+        return lines
 
     def table(self) -> str:
         """A fixed-width text table, one block per clip, rows by method then rate."""
@@ -245,11 +294,15 @@ class RDResult:
                     codec = k[: -len("_psnr_at_rate")]
                     val = c[k]
                     near = c[f"{codec}_nearest"]
+                    ms_at, ms_v = c[f"{codec}_ms_ssim_at_rate"], c[f"{codec}_ms_ssim_verdict"]
+                    ms = f", MS-SSIM {ms_at:.4f}" if ms_at is not None else ""
                     parts.append(
-                        f"{codec} {val:.2f} dB" if val is not None
-                        else f"{codec} - (nearest {near['setting']}: {near['bpp']:.4f} bpp, {near['psnr']:.2f} dB)"
+                        (f"{codec} {val:.2f} dB{ms}" if val is not None
+                         else f"{codec} - (nearest {near['setting']}: {near['bpp']:.4f} bpp, {near['psnr']:.2f} dB)")
+                        + (f" [MS-SSIM: vistok {ms_v}]" if ms_v else "")
                     )
                 lines.append("  " + "; ".join(parts))
+            lines += ["", "== summary (clips where vistok is better at equal rate / judged)"] + self.summary()
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -270,14 +323,19 @@ class RDResult:
         if comp:
             codecs = sorted({k[: -len("_psnr_at_rate")] for c in comp for k in c if k.endswith("_psnr_at_rate")})
             out += ["At vistok's rates (codec values interpolated in log-rate between CRFs; – outside the codec's range):",
-                    "", "| clip | vistok | bpp | PSNR | MS-SSIM | " + " | ".join(f"{c} PSNR | {c} MS-SSIM" for c in codecs) + " |",
+                    "above / below: vistok better / not better than the codec at its rate; dominates: below the codec's "
+                    "lowest rate and better than that point.", "",
+                    "| clip | vistok | bpp | PSNR | MS-SSIM | " + " | ".join(f"{c} PSNR | {c} MS-SSIM" for c in codecs) + " |",
                     "|---|---|---:|---:|---:|" + "---:|---:|" * len(codecs)]
             fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
             for c in comp:
-                cells = [f"{fmt(c.get(f'{k}_psnr_at_rate'), '.2f')} | {fmt(c.get(f'{k}_ms_ssim_at_rate'), '.4f')}"
+                cells = [f"{fmt(c.get(f'{k}_psnr_at_rate'), '.2f')}{_tag(c.get(f'{k}_psnr_verdict'))} | "
+                         f"{fmt(c.get(f'{k}_ms_ssim_at_rate'), '.4f')}{_tag(c.get(f'{k}_ms_ssim_verdict'))}"
                          for k in codecs]
                 out.append(f"| {c['clip']} | {c['method']} {c['setting']} | {c['bpp']:.4f} | {c['psnr']:.2f} | "
                            f"{fmt(c['ms_ssim'], '.4f')} | " + " | ".join(cells) + " |")
+            out += ["", "Summary (clips where vistok is better at equal rate / clips judged):", ""]
+            out += [f"- {line}" for line in self.summary()]
             out.append("")
         out += [f"- {n}" for n in self.notes]
         return "\n".join(out)
@@ -292,11 +350,15 @@ class RDResult:
             writer.writeheader()
             writer.writerows(rows)
         (d / "rd.json").write_text(
-            json.dumps({"points": rows, "comparisons": self.comparisons(), "notes": self.notes}, indent=2) + "\n"
+            json.dumps({"points": rows, "comparisons": self.comparisons(), "summary": self.summary(), "notes": self.notes}, indent=2) + "\n"
         )
         (d / "rd.md").write_text(self.markdown() + "\n")
         plot(self, d / "rd.png")
         return {"csv": d / "rd.csv", "json": d / "rd.json", "md": d / "rd.md", "png": d / "rd.png"}
+
+
+def _tag(verdict_: str | None) -> str:
+    return f" ({verdict_})" if verdict_ else ""
 
 
 def plot(result: RDResult, path: str | Path) -> Path:
@@ -372,5 +434,8 @@ def run_rd(
                 continue
             if progress:
                 progress(f"{clip.name}: {codec}")
-            points += baseline_points(clip, codec, crfs, preset=preset, pix_fmt=pix_fmt)
+            try:
+                points += baseline_points(clip, codec, crfs, preset=preset, pix_fmt=pix_fmt)
+            except VistokError as e:  # e.g. x265 refuses frames below its minimum size
+                notes.append(f"{clip.name}: {codec} skipped: {e}")
     return RDResult(points, notes)

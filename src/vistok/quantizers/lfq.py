@@ -109,6 +109,10 @@ class LFQ(Quantizer):
             steps. Its ``weight`` overrides ``entropy_weight`` when given.
         diversity_weight: gamma in ``E[H(p(.|z))] - gamma * H(E[p(.|z)])`` (paper: 1).
         code_scale: magnitude ``s`` of the codes (``±s``).
+        bit_dropout: training only, the probability that a sample's ``n`` least significant channels
+            (``n`` uniform in ``1 .. K-1``) are replaced by the zero code, as the codec decodes the bits
+            it dropped (``vistok compress --drop-bits n``); the decoder learns to use the coarse
+            tokens and the channels become ordered, most significant first. 0 (default) disables it.
         sync_distributed: ``"auto"`` all-reduces codebook statistics in training when
             ``torch.distributed`` is initialized with more than one rank; ``True``/``False`` force it.
     """
@@ -123,6 +127,7 @@ class LFQ(Quantizer):
         entropy_schedule: EntropyWeightSchedule | None = None,
         diversity_weight: float = 1.0,
         code_scale: float = 1.0,
+        bit_dropout: float = 0.0,
         sync_distributed: bool | str = "auto",
     ):
         super().__init__()
@@ -134,6 +139,8 @@ class LFQ(Quantizer):
             raise VistokError(f"code_scale must be > 0, got {code_scale}")
         if commitment_weight < 0 or entropy_weight < 0 or diversity_weight < 0:
             raise VistokError("LFQ loss weights must be non-negative")
+        if not 0.0 <= bit_dropout < 1.0:
+            raise VistokError(f"bit_dropout must be in [0, 1), got {bit_dropout}")
         if sync_distributed not in ("auto", True, False):
             raise VistokError(f"sync_distributed must be 'auto', True or False, got {sync_distributed!r}")
         self.dim = bits
@@ -145,6 +152,7 @@ class LFQ(Quantizer):
         self.entropy_schedule = entropy_schedule or EntropyWeightSchedule(weight=entropy_weight)
         self.diversity_weight = float(diversity_weight)
         self.code_scale = float(code_scale)
+        self.bit_dropout = float(bit_dropout)
         self.sync_distributed = sync_distributed
         self.low_bits = bits // 2
         self.high_bits = bits - self.low_bits
@@ -184,6 +192,13 @@ class LFQ(Quantizer):
         bits = (idx >> self._channel_view(self._shifts, idx.ndim)) & 1
         return (bits.to(dtype) * 2 - 1) * self.code_scale
 
+    def drop_low_bits(self, codes: Tensor, dropped: Tensor) -> Tensor:
+        """Zero the ``dropped[i]`` least significant channels of sample ``i`` of ``codes (b, K, ...)``
+        (the code the codec decodes for a bit it did not store)."""
+        channel = self._channel_view(self._shifts, codes.ndim)
+        keep = channel >= dropped.view(-1, *([1] * (codes.ndim - 1)))
+        return codes * keep.to(codes.dtype)
+
     # -- entropy terms --------------------------------------------------------------------------
 
     def entropies(self, latents: Tensor, *, sync: bool = False) -> tuple[Tensor, Tensor]:
@@ -221,6 +236,11 @@ class LFQ(Quantizer):
             commitment = F.mse_loss(latents.float(), codes.detach().float())
             entropy_loss = per_sample - self.diversity_weight * codebook
             loss = self.commitment_weight * commitment + self.entropy_weight_now * entropy_loss.float()
+        if self.training and self.bit_dropout > 0 and self.bits > 1:
+            b = codes.shape[0]
+            n = torch.randint(1, self.bits, (b,), device=codes.device)
+            chosen = torch.rand(b, device=codes.device) < self.bit_dropout
+            codes = self.drop_low_bits(codes, torch.where(chosen, n, torch.zeros_like(n)))
         with torch.no_grad():
             used = torch.unique(indices).numel()
             stats = {

@@ -93,6 +93,10 @@ class Tokenizer(nn.Module):
     config_class: ClassVar[type] = object
     # True when some batches leave parameters without gradients (read by the trainer's DDP wrap).
     ddp_find_unused_parameters: ClassVar[bool] = False
+    # Config fields that only shape training (the network computes the same function whatever their
+    # value) and were added after model ids were first recorded: left out of :meth:`model_id`, so
+    # the ids of saved models and the files that name them do not change.
+    identity_exclude: ClassVar[tuple[str, ...]] = ("bit_dropout",)
     encoder: nn.Module
     quantizer: Quantizer
     decoder: nn.Module
@@ -289,7 +293,9 @@ class Tokenizer(nn.Module):
     def model_id(self, *, weight_dtype: torch.dtype | None = None) -> str:
         """Hex SHA-256 of the config and every weight (as float32): the identity a compressed file
         records. ``weight_dtype``: the id the weights will have once rounded to that dtype."""
-        h = hashlib.sha256(json.dumps(self.config_dict(), sort_keys=True).encode())
+        meta = self.config_dict()
+        meta["config"] = {k: v for k, v in meta["config"].items() if k not in self.identity_exclude}
+        h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
         for k, v in sorted(self.state_dict().items()):
             v = v.detach().cpu()
             if weight_dtype is not None and v.is_floating_point():

@@ -46,6 +46,7 @@ class Magvit2Config(PresetConfig):
     entropy_temperature: float = 0.01
     commitment_weight: float = 0.25
     entropy_weight: float = 0.1
+    bit_dropout: float = 0.0  # training: chance of zeroing a random number of low bits (see LFQ)
     entropy_anneal_factor: float = 3.0
     entropy_anneal_steps: int = 2000
     diversity_weight: float = 1.0
@@ -202,6 +203,7 @@ class Magvit2Tokenizer(Tokenizer):
             bits=cfg.bits,
             entropy_temperature=cfg.entropy_temperature,
             commitment_weight=cfg.commitment_weight,
+            bit_dropout=cfg.bit_dropout,
             entropy_schedule=EntropyWeightSchedule(
                 weight=cfg.entropy_weight, start_factor=cfg.entropy_anneal_factor, steps=cfg.entropy_anneal_steps
             ),

@@ -68,6 +68,9 @@ class OmniConfig(PresetConfig):
     kl_weight: float = 1e-6
     bits: int = 18
     entropy_weight: float = 0.1
+    bit_dropout: float = 0.0  # LFQ training: chance of zeroing a random number of low bits (see LFQ)
+    entropy_anneal_factor: float = 3.0  # LFQ entropy weight starts at this multiple ...
+    entropy_anneal_steps: int = 2000  # ... and reaches entropy_weight after this many steps
     frames: int = 17
     image_size: int = 128
 
@@ -214,6 +217,8 @@ class OmniTokenizer(Tokenizer):
     config_class = OmniConfig
     # Image batches (1 frame) use only the first-frame embedding and head, not the 4-frame ones.
     ddp_find_unused_parameters = True
+    # training-only settings added after OmniTokenizer ids were first recorded (see Tokenizer)
+    identity_exclude = ("bit_dropout", "entropy_anneal_factor", "entropy_anneal_steps")
 
     def __init__(self, config: OmniConfig | None = None):
         super().__init__(config or OmniConfig())
@@ -224,8 +229,10 @@ class OmniTokenizer(Tokenizer):
         elif cfg.bottleneck == "kl":
             self.quantizer = KL(cfg.latent_dim, kl_weight=cfg.kl_weight)
         else:
-            self.quantizer = LFQ(bits=cfg.bits, commitment_weight=cfg.commitment_weight,
-                                 entropy_schedule=EntropyWeightSchedule(weight=cfg.entropy_weight))
+            self.quantizer = LFQ(bits=cfg.bits, commitment_weight=cfg.commitment_weight, bit_dropout=cfg.bit_dropout,
+                                 entropy_schedule=EntropyWeightSchedule(weight=cfg.entropy_weight,
+                                                                        start_factor=cfg.entropy_anneal_factor,
+                                                                        steps=cfg.entropy_anneal_steps))
         self.encoder = OmniEncoder(cfg, self.quantizer.dim)
         self.decoder = OmniDecoder(cfg, self.quantizer.code_dim)
         self.encoder.apply(_init)

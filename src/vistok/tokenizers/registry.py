@@ -15,7 +15,13 @@ TOKENIZER_CLASSES: dict[str, type[Tokenizer]] = {
     OmniTokenizer.model_type: OmniTokenizer,
 }
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "default-tokenizer"
+_ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_MODEL_DIR = _ASSETS / "default-tokenizer"
+# Checkpoints shipped in the package, by the name that loads them (each folder has a MODEL_CARD.md).
+SHIPPED_MODELS: dict[str, Path] = {
+    "default": DEFAULT_MODEL_DIR,  # MAGVIT-v2 tiny, 18-bit LFQ: the demo's and the docs' model
+    "omni-lfq": _ASSETS / "omni-lfq-tokenizer",  # OmniTokenizer tiny, 12-bit LFQ: the codec's model
+}
 
 
 def register_tokenizer(cls: type[Tokenizer]) -> type[Tokenizer]:
@@ -24,14 +30,15 @@ def register_tokenizer(cls: type[Tokenizer]) -> type[Tokenizer]:
 
 
 def resolve_model_dir(path_or_name: str | Path) -> Path:
-    """``"default"`` -> the checkpoint shipped in the package; a training run's directory -> its
-    ``model/`` subfolder; otherwise the directory itself."""
-    if str(path_or_name) == "default":
-        d = DEFAULT_MODEL_DIR
-        if not (d / CONFIG_NAME).is_file():
-            raise VistokError(f"the shipped default tokenizer is missing from {d} (a broken install?)")
-        return d
+    """A shipped model's name (``"default"``, ``"omni-lfq"``: :data:`SHIPPED_MODELS`) -> its folder
+    in the package; a training run's directory -> its ``model/`` subfolder; otherwise the directory
+    itself. A local directory of the same name as a shipped model wins over it."""
     d = Path(path_or_name)
+    if str(path_or_name) in SHIPPED_MODELS and not d.is_dir():
+        d = SHIPPED_MODELS[str(path_or_name)]
+        if not (d / CONFIG_NAME).is_file():
+            raise VistokError(f"the shipped tokenizer {str(path_or_name)!r} is missing from {d} (a broken install?)")
+        return d
     if (d / "model" / CONFIG_NAME).is_file() and not (d / CONFIG_NAME).is_file():
         d = d / "model"
     if not d.is_dir():
