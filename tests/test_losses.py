@@ -372,3 +372,26 @@ def test_loss_config_and_input_errors():
         objective.discriminator_loss(torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 16, 16), 0, None)
     with pytest.raises(VistokError, match="perceptual"):
         TokenizerLoss(perceptual=nn.Identity())
+
+
+def test_ms_ssim_term_matches_the_metric_and_has_finite_gradients():
+    from vistok.metrics.quality import ms_ssim
+
+    torch.manual_seed(0)
+    video = torch.rand(2, 3, 5, 48, 48) * 2 - 1
+    x_hat = (video + 0.3 * torch.randn_like(video)).clamp(-1, 1)
+    x_hat[0] = -video[0]  # anti-correlated: per-scale terms clamp to the floor, gradients stay finite
+    x_hat.requires_grad_(True)
+    objective = TokenizerLoss(LossConfig(ms_ssim_weight=0.5, adversarial_weight=0.0))
+    loss, stats = objective.generator_loss(video, x_hat, 0.0, 0)
+    expect = (x_hat - video).square().mean() + 0.5 * (1 - ms_ssim(video, x_hat.detach()).mean())
+    torch.testing.assert_close(loss.detach(), expect, rtol=1e-5, atol=1e-6)
+    assert stats["ms_ssim_loss"] == pytest.approx(1 - ms_ssim(video, x_hat.detach()).mean().item(), abs=1e-5)
+    loss.backward()
+    assert torch.isfinite(x_hat.grad).all() and x_hat.grad.abs().sum() > 0
+    small = TokenizerLoss(LossConfig(ms_ssim_weight=0.5, adversarial_weight=0.0))  # 8x8 frames: term skipped
+    v8 = video[..., :8, :8]
+    loss8, stats8 = small.generator_loss(v8, v8 * 0.5, 0.0, 0)
+    assert "ms_ssim_loss" not in stats8 and torch.equal(loss8, (v8 * 0.5 - v8).square().mean())
+    with pytest.raises(VistokError, match="ms_ssim_weight"):
+        LossConfig(ms_ssim_weight=-1.0)

@@ -237,7 +237,8 @@ def ms_ssim(
         reduction: ``"none"`` -> ``(b,)``, ``"mean"`` or ``"sum"`` -> scalar.
 
     Returns:
-        MS-SSIM in [0, 1] per sample ``(b,)``, or its reduction. Differentiable.
+        MS-SSIM in [0, 1] per sample ``(b,)``, or its reduction. Differentiable, with finite
+        gradients also where a term is clamped to 0 (usable as a training loss).
     """
     _check_reduction(reduction, "ms_ssim")
     _check_range(data_range, "ms_ssim")
@@ -275,5 +276,9 @@ def ms_ssim(
         if j < len(weights) - 1:
             xf, yf = F.avg_pool2d(xf, 2), F.avg_pool2d(yf, 2)
     stacked = torch.stack(terms, dim=-1).clamp(min=0.0)  # (n, M)
-    value = torch.prod(stacked**w, dim=-1)
+    # 0^w is 0, but its derivative is infinite (and NaN once multiplied by the clamp's zero
+    # gradient): raise 1 to the power there instead and select 0, so gradients stay finite.
+    positive = stacked > 0
+    powered = torch.where(positive, torch.where(positive, stacked, torch.ones_like(stacked)) ** w, torch.zeros_like(stacked))
+    value = torch.prod(powered, dim=-1)
     return _per_sample(value, t, reduction)
