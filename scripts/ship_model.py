@@ -1,7 +1,7 @@
 """Turn a finished training run into a checkpoint shipped in the package.
 
     python scripts/ship_model.py runs/default default "vistok train tiny --steps 1500 --out runs/default"
-    python scripts/ship_model.py runs/omni-lfq omni-lfq "vistok train configs/omni-tiny-lfq.yaml --out runs/omni-lfq"
+    python scripts/ship_model.py runs/tiny-codec2 tiny-codec "vistok train configs/tiny-codec.yaml ..."
 
 Copies the run's EMA model as float16 safetensors into the folder of the shipped name
 (``vistok.tokenizers.registry.SHIPPED_MODELS``), evaluates it on the held-out clip (all frames,
@@ -59,6 +59,9 @@ def main(run: Path, name: str, command: str) -> None:
     params = sum(p.numel() for p in shipped.parameters())
     size_mib = (out / "model.safetensors").stat().st_size / 2**20
     stages = cfg.get("stages") or []
+    ms = f" + {cfg['loss']['ms_ssim_weight']} x (1 - MS-SSIM)" if cfg["loss"].get("ms_ssim_weight") else ""
+    p_drop = cfg.get("model", {}).get("bit_dropout")
+    dropout = f", LFQ bit dropout {p_drop} (low bits zeroed as the codec's --drop-bits)" if p_drop else ""
     schedule = (" then ".join(f"{s['steps']} steps {s.get('name') or ''} (image share "
                               f"{s.get('data', {}).get('image_fraction', cfg['data']['image_fraction']):.0%})" for s in stages)
                 if stages else f"{last['step']} steps (images {cfg['data']['image_fraction']:.0%} of steps)")
@@ -68,9 +71,9 @@ def main(run: Path, name: str, command: str) -> None:
 - Weights: EMA (decay {cfg['ema_decay']}), stored as float16 safetensors ({size_mib:.1f} MiB).
 - Data: the sample media that installs from PyPI -- {', '.join(p.name for p in training_files())}
   -- as 17-frame 64 x 64 random crops (clips) and 1-frame crops (images). Held out: {heldout_clip().name}.
-- Training: {schedule}, from scratch; batch {cfg['data']['batch_size']} clips / {cfg['data']['image_batch_size']} images,
-  AdamW lr {cfg['optim']['lr']} (warm-up {cfg['optim']['warmup_steps']}, cosine), L2 reconstruction + quantizer
-  losses (no GAN, no LPIPS: no pretrained weights offline), {cfg['precision']}, on 2 CPU cores
+- Training: {schedule}, {f"starting from `{Path(cfg['init_from']).name}`" if cfg.get('init_from') else 'from scratch'}; batch {cfg['data']['batch_size']} clips / {cfg['data']['image_batch_size']} images,
+  AdamW lr {cfg['optim']['lr']} (warm-up {cfg['optim']['warmup_steps']}, cosine), L2 reconstruction{ms} + quantizer
+  losses{dropout} (no GAN, no LPIPS: no pretrained weights offline), {cfg['precision']}, on 2 CPU cores
   (about {train_minutes:.0f} minutes). Command: `{command}`.
 - Final training batch PSNR {last.get('psnr', float('nan')):.2f} dB; codebook: {last.get('codes_used', 0):.0f} distinct codes
   in the last logging window.

@@ -399,12 +399,12 @@ def test_cli_compress_decompress_rd(tok, tmp_path, capsys):
     assert "| vistok:tiny | bits=10 |" in (rd_dir / "rd.md").read_text()
 
 
-def test_shipped_default_model_is_found_from_the_file():
-    from vistok.tokenizers.registry import DEFAULT_MODEL_DIR, load_tokenizer
+@pytest.mark.parametrize("name", ["default", "tiny-codec"])
+def test_shipped_model_is_found_from_the_file(name):
+    from vistok.tokenizers.registry import SHIPPED_MODELS, load_tokenizer
 
-    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-        pytest.skip("no shipped default model in this checkout")
-    default = load_tokenizer("default")
+    assert (SHIPPED_MODELS[name] / "config.json").is_file(), f"shipped model {name} missing from the package"
+    default = load_tokenizer(name)
     video = moving_shapes(frames=5, height=16, width=16, seed=4).unsqueeze(0)
     data = compress(default, video)
     assert torch.equal(decompress(data), decompress(data, default))  # looked up by model id

@@ -16,7 +16,7 @@ from pathlib import Path
 from vistok.errors import VistokError
 
 MODEL_HELP = ("a directory written by save_pretrained or by `vistok train --out`, or a shipped model: 'default' "
-              "(MAGVIT-v2 tiny) or 'omni-lfq' (OmniTokenizer tiny, the codec's model)")
+              "(MAGVIT-v2 tiny) or 'tiny-codec' (the same, fine-tuned for `compress`)")
 
 
 def _load(model: str):

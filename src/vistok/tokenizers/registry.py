@@ -20,7 +20,8 @@ DEFAULT_MODEL_DIR = _ASSETS / "default-tokenizer"
 # Checkpoints shipped in the package, by the name that loads them (each folder has a MODEL_CARD.md).
 SHIPPED_MODELS: dict[str, Path] = {
     "default": DEFAULT_MODEL_DIR,  # MAGVIT-v2 tiny, 18-bit LFQ: the demo's and the docs' model
-    "omni-lfq": _ASSETS / "omni-lfq-tokenizer",  # OmniTokenizer tiny, 12-bit LFQ: the codec's model
+    # `default` fine-tuned for the codec (bit dropout + MS-SSIM term): `vistok compress tiny-codec ...`
+    "tiny-codec": _ASSETS / "tiny-codec-tokenizer",
 }
 
 
@@ -30,7 +31,7 @@ def register_tokenizer(cls: type[Tokenizer]) -> type[Tokenizer]:
 
 
 def resolve_model_dir(path_or_name: str | Path) -> Path:
-    """A shipped model's name (``"default"``, ``"omni-lfq"``: :data:`SHIPPED_MODELS`) -> its folder
+    """A shipped model's name (``"default"``, ``"tiny-codec"``: :data:`SHIPPED_MODELS`) -> its folder
     in the package; a training run's directory -> its ``model/`` subfolder; otherwise the directory
     itself. A local directory of the same name as a shipped model wins over it."""
     d = Path(path_or_name)
