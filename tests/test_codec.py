@@ -430,3 +430,24 @@ def test_rd_verdicts_against_a_codec_curve():
     (line,) = res.summary()
     assert "vistok:m bits=12" in line and "x265 MS-SSIM 1/2" in line
     assert "(dominates)" in res.markdown() and "vistok dominates" in res.table()
+
+
+def test_cli_rd_scores_lpips_with_given_weights(tok, tmp_path, capsys):
+    """--lpips loads a weights file and every point (vistok and codec) gets an LPIPS score."""
+    import json
+
+    from vistok.metrics import LPIPS
+
+    torch.manual_seed(0)
+    weights = LPIPS(width=4).save_pretrained(tmp_path / "lpips.safetensors")
+    model = tok.save_pretrained(tmp_path / "tiny")
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, to_uint8(moving_shapes(frames=5, height=32, width=32, seed=6)), fps=10, crf=10)
+    args = ["rd", str(model), str(clip), "--drop-bits", "0", "--crf", "51", "--codecs", "x264", "--out", str(tmp_path / "rd")]
+    assert main(args + ["--lpips", str(weights)]) == 0
+    points = json.loads((tmp_path / "rd" / "rd.json").read_text())["points"]
+    assert {p["method"] for p in points} == {"vistok:tiny", "x264"}
+    assert all(p["lpips"] is not None and p["lpips"] >= 0 for p in points)
+    assert "LPIPS" in capsys.readouterr().out and "| LPIPS |" in (tmp_path / "rd" / "rd.md").read_text()
+    assert main(args + ["--lpips", str(tmp_path / "missing.safetensors")]) == 2
+    assert main(args + ["--lpips-trunk", str(weights)]) == 2

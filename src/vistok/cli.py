@@ -301,10 +301,17 @@ def cmd_rd(args) -> int:
         for start in starts
     ]
     codecs = [c for c in args.codecs.replace(",", " ").split() if c]
+    lpips = None
+    if args.lpips:
+        from vistok.metrics import LPIPS
+
+        lpips = LPIPS.from_pretrained(args.lpips, trunk_path=args.lpips_trunk)
+    elif args.lpips_trunk:
+        raise VistokError("--lpips-trunk goes with --lpips")
     result = run_rd(
         models, clips, drops=_parse_ints(args.drop_bits, "--drop-bits"), codecs=codecs,
         crfs=_parse_ints(args.crf, "--crf"), preset=args.preset, pix_fmt=args.pix_fmt,
-        chunk_frames=args.chunk_frames, progress=lambda msg: print(f"... {msg}", file=sys.stderr),
+        chunk_frames=args.chunk_frames, lpips=lpips, progress=lambda msg: print(f"... {msg}", file=sys.stderr),
     )
     print(result.table())
     files = result.write(args.out)
@@ -504,6 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
     q.add_argument("--pix-fmt", default="yuv420p", help="pixel format the baselines code (default yuv420p)")
     q.add_argument("--chunk-frames", type=int, help="vistok chunk length in frames (default as compress)")
+    q.add_argument("--lpips", metavar="WEIGHTS", help="LPIPS-VGG weights (a file saved by vistok.metrics.LPIPS, or the "
+                   "LPIPS package's vgg.pth with --lpips-trunk): score LPIPS too")
+    q.add_argument("--lpips-trunk", metavar="VGG16", help="torchvision VGG16 weights, when --lpips holds only the linear layers")
     q.add_argument("--out", default="rd-out", help="folder for rd.csv, rd.json, rd.md and rd.png (default rd-out)")
     q.set_defaults(func=cmd_rd)
 

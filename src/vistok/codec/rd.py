@@ -87,8 +87,9 @@ def load_clip(
     return Clip(name, x.permute(1, 2, 3, 0).contiguous().numpy(), info.fps or 25.0, notes)
 
 
-def quality(original: np.ndarray, decoded: np.ndarray) -> dict[str, float | None]:
-    """Frame-averaged PSNR (dB, capped at 100), SSIM and MS-SSIM of ``(t h w 3)`` uint8 frames."""
+def quality(original: np.ndarray, decoded: np.ndarray, lpips=None) -> dict[str, float | None]:
+    """Frame-averaged PSNR (dB, capped at 100), SSIM and MS-SSIM of ``(t h w 3)`` uint8 frames, and
+    LPIPS when an :class:`~vistok.metrics.LPIPS` network is given (frames of at least 16 pixels)."""
     # float32 is ample for 8-bit pixels (PSNR accumulates its squared error in float64 anyway)
     a = torch.from_numpy(original).permute(0, 3, 1, 2).float() / 127.5 - 1  # (t c h w)
     b = torch.from_numpy(decoded).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -97,6 +98,9 @@ def quality(original: np.ndarray, decoded: np.ndarray) -> dict[str, float | None
         out["ssim"] = float(ssim(a, b).mean())
     if min(a.shape[-2:]) >= MS_SSIM_MIN_SIDE:
         out["ms_ssim"] = float(ms_ssim(a, b).mean())
+    if lpips is not None and min(a.shape[-2:]) >= 16:
+        with torch.no_grad():
+            out["lpips"] = float(torch.cat([lpips(a[i : i + 8], b[i : i + 8]) for i in range(0, len(a), 8)]).mean())
     return out
 
 
@@ -113,6 +117,7 @@ class RDPoint:
     psnr: float
     ssim: float | None
     ms_ssim: float | None
+    lpips: float | None = None  # only with LPIPS weights (lower is better)
     kept_bits: int | None = None
     crf: int | None = None
     bits_per_token: float | None = None  # context model, coded
@@ -130,7 +135,8 @@ def tokenize_clip(tok: Tokenizer, clip: Clip, chunk_frames: int = 16) -> np.ndar
 
 
 def vistok_points(
-    tok: Tokenizer, clip: Clip, *, name: str, drops: Sequence[int] = DEFAULT_DROPS, chunk_frames: int | None = None
+    tok: Tokenizer, clip: Clip, *, name: str, drops: Sequence[int] = DEFAULT_DROPS, chunk_frames: int | None = None,
+    lpips=None,
 ) -> list[RDPoint]:
     """One point per number of dropped low-order bits, each a real ``.vtok`` file decoded back."""
     indices = tokenize_clip(tok, clip)
@@ -156,7 +162,7 @@ def vistok_points(
         if not np.array_equal(back, indices & header.kept_mask):
             raise VistokError("internal error: decoded tokens differ from the encoded ones")  # the codec's promise
         decoded = to_uint8(decompress(data, tok)[0])
-        q = quality(clip.frames, decoded)
+        q = quality(clip.frames, decoded, lpips)
         ctx, sta = stats["context"], stats["static"]
         points.append(
             RDPoint(
@@ -171,12 +177,13 @@ def vistok_points(
 
 
 def baseline_points(
-    clip: Clip, codec: str, crfs: Sequence[int] = DEFAULT_CRFS, *, preset: str = "medium", pix_fmt: str = "yuv420p"
+    clip: Clip, codec: str, crfs: Sequence[int] = DEFAULT_CRFS, *, preset: str = "medium", pix_fmt: str = "yuv420p",
+    lpips=None,
 ) -> list[RDPoint]:
     points = []
     for crf in crfs:
         r = run_baseline(clip.frames, codec, crf, fps=clip.fps, preset=preset, pix_fmt=pix_fmt)
-        q = quality(clip.frames, r.decoded)
+        q = quality(clip.frames, r.decoded, lpips)
         points.append(
             RDPoint(clip=clip.name, method=codec, setting=f"crf={crf}", bytes=len(r.bitstream),
                     bpp=r.bits / clip.pixels, **q, crf=int(crf))
@@ -275,15 +282,17 @@ class RDResult:
     def table(self) -> str:
         """A fixed-width text table, one block per clip, rows by method then rate."""
         lines = []
+        has_lpips = any(p.lpips is not None for p in self.points)
         head = (f"{'method':<22} {'setting':<9} {'bytes':>7} {'bpp':>8} {'PSNR':>6} {'MS-SSIM':>7} "
-                f"{'b/tok ctx':>9} {'b/tok stat':>10} {'bpp stat':>8}")
+                + (f"{'LPIPS':>6} " if has_lpips else "") + f"{'b/tok ctx':>9} {'b/tok stat':>10} {'bpp stat':>8}")
         for clip in self.clips():
             lines += [f"== {clip}", head]
             for p in sorted((p for p in self.points if p.clip == clip), key=lambda p: (p.method, p.bpp)):
                 ms = f"{p.ms_ssim:.4f}" if p.ms_ssim is not None else "-"
                 extra = (f" {p.bits_per_token:>9.3f} {p.bits_per_token_static:>10.3f} {p.bpp_static:>8.4f}"
                          if p.bits_per_token is not None else "")
-                lines.append(f"{p.method:<22} {p.setting:<9} {p.bytes:>7} {p.bpp:>8.4f} {p.psnr:>6.2f} {ms:>7}{extra}")
+                lp = (f" {p.lpips:>6.4f}" if p.lpips is not None else f" {'-':>6}") if has_lpips else ""
+                lines.append(f"{p.method:<22} {p.setting:<9} {p.bytes:>7} {p.bpp:>8.4f} {p.psnr:>6.2f} {ms:>7}{lp}{extra}")
             lines.append("")
         comp = [c for c in self.comparisons()]
         if comp:
@@ -309,15 +318,18 @@ class RDResult:
     def markdown(self) -> str:
         """The table as Markdown (one table per clip, then the equal-rate comparison), for docs."""
         out = []
+        has_lpips = any(p.lpips is not None for p in self.points)
         for clip in self.clips():
             out += [f"**{clip}**", "",
-                    "| method | setting | bytes | bpp | PSNR (dB) | MS-SSIM | bits/token context | bits/token static |",
-                    "|---|---|---:|---:|---:|---:|---:|---:|"]
+                    "| method | setting | bytes | bpp | PSNR (dB) | MS-SSIM | " + ("LPIPS | " if has_lpips else "")
+                    + "bits/token context | bits/token static |",
+                    "|---|---|---:|---:|---:|---:|" + ("---:|" if has_lpips else "") + "---:|---:|"]
             for p in sorted((p for p in self.points if p.clip == clip), key=lambda p: (p.method, p.bpp)):
                 ms = f"{p.ms_ssim:.4f}" if p.ms_ssim is not None else "–"
                 ctx = f"{p.bits_per_token:.3f}" if p.bits_per_token is not None else ""
                 sta = f"{p.bits_per_token_static:.3f}" if p.bits_per_token_static is not None else ""
-                out.append(f"| {p.method} | {p.setting} | {p.bytes} | {p.bpp:.4f} | {p.psnr:.2f} | {ms} | {ctx} | {sta} |")
+                lp = ((f"{p.lpips:.4f}" if p.lpips is not None else "–") + " | ") if has_lpips else ""
+                out.append(f"| {p.method} | {p.setting} | {p.bytes} | {p.bpp:.4f} | {p.psnr:.2f} | {ms} | {lp}{ctx} | {sta} |")
             out.append("")
         comp = self.comparisons()
         if comp:
@@ -369,10 +381,11 @@ def plot(result: RDResult, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     clips = result.clips()
-    fig, axes = plt.subplots(len(clips), 2, figsize=(11, 4 * len(clips)), squeeze=False)
+    metrics = ("psnr", "ms_ssim") + (("lpips",) if any(p.lpips is not None for p in result.points) else ())
+    fig, axes = plt.subplots(len(clips), len(metrics), figsize=(5.5 * len(metrics), 4 * len(clips)), squeeze=False)
     for row, clip in enumerate(clips):
         pts = [p for p in result.points if p.clip == clip]
-        for col, metric in enumerate(("psnr", "ms_ssim")):
+        for col, metric in enumerate(metrics):
             ax = axes[row][col]
             for method in sorted({p.method for p in pts}):
                 mp = sorted((p for p in pts if p.method == method and getattr(p, metric) is not None), key=lambda p: p.bpp)
@@ -380,7 +393,7 @@ def plot(result: RDResult, path: str | Path) -> Path:
                     ax.plot([p.bpp for p in mp], [getattr(p, metric) for p in mp], marker="o", label=method)
             ax.set_xscale("log")
             ax.set_xlabel("bits per pixel")
-            ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "MS-SSIM")
+            ax.set_ylabel({"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS (lower is better)"}[metric])
             ax.set_title(clip, fontsize=9)
             ax.grid(True, which="both", alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
@@ -403,9 +416,11 @@ def run_rd(
     preset: str = "medium",
     pix_fmt: str = "yuv420p",
     chunk_frames: int | None = None,
+    lpips=None,
     progress=None,
 ) -> RDResult:
-    """Every model (``(name, tokenizer)``) and codec on every clip."""
+    """Every model (``(name, tokenizer)``) and codec on every clip; ``lpips``: an
+    :class:`~vistok.metrics.LPIPS` network to score LPIPS too."""
     if not models and not codecs:
         raise VistokError("nothing to compare: give at least one model or codec")
     notes = []
@@ -415,6 +430,8 @@ def run_rd(
     points: list[RDPoint] = []
     for clip in clips:
         notes += [f"{clip.name}: {n}" for n in clip.notes]
+        if lpips is not None and min(clip.frames.shape[1:3]) < 16:
+            notes.append(f"{clip.name}: too small for LPIPS (needs 16 px)")
         if min(clip.frames.shape[1:3]) < MS_SSIM_MIN_SIDE:
             notes.append(f"{clip.name}: too small for MS-SSIM (needs {MS_SSIM_MIN_SIDE} px)")
         elif min(clip.frames.shape[1:3]) < 11 * 2**4:
@@ -426,7 +443,7 @@ def run_rd(
         for name, tok in models:
             if progress:
                 progress(f"{clip.name}: vistok {name}")
-            points += vistok_points(tok, clip, name=name, drops=drops, chunk_frames=chunk_frames)
+            points += vistok_points(tok, clip, name=name, drops=drops, chunk_frames=chunk_frames, lpips=lpips)
         for codec in codecs:
             if codec not in CODECS:
                 raise VistokError(f"unknown codec {codec!r}; choose from {sorted(CODECS)}")
@@ -435,7 +452,7 @@ def run_rd(
             if progress:
                 progress(f"{clip.name}: {codec}")
             try:
-                points += baseline_points(clip, codec, crfs, preset=preset, pix_fmt=pix_fmt)
+                points += baseline_points(clip, codec, crfs, preset=preset, pix_fmt=pix_fmt, lpips=lpips)
             except VistokError as e:  # e.g. x265 refuses frames below its minimum size
                 notes.append(f"{clip.name}: {codec} skipped: {e}")
     return RDResult(points, notes)
