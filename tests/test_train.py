@@ -81,6 +81,10 @@ def test_bad_config_values_are_clear_errors(media_dir):
         load_train_config("tiny", ["optim.lrr=1"])
     with pytest.raises(ValueError, match="expected a number"):
         load_train_config("tiny", ["optim.lr=fast"])
+    with pytest.raises(ValueError, match="expected a number"):
+        load_train_config("tiny", ["optim.lr=nan"])
+    # YAML 1.1 reads "2e-4" as a string; a float field takes it as the number it spells
+    assert load_train_config("tiny", ["optim.lr=2e-4"]).optim.lr == 2e-4
     with pytest.raises(ValueError, match="neither a training preset"):
         load_train_config("no-such-preset")
 

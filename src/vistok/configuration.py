@@ -5,6 +5,8 @@ Unknown keys and ill-typed values are errors that name the key, never silently i
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import types
 import typing
@@ -62,6 +64,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise VistokError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads exponents without a dot ("2e-4", "1e5") as strings; take them as numbers.
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise VistokError(f"{key}: expected a number, got {value!r}") from None
+            if math.isnan(value):
+                raise VistokError(f"{key}: expected a number, got NaN")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise VistokError(f"{key}: expected a number, got {value!r}")
         return float(value)
