@@ -396,6 +396,7 @@ def test_cli_compress_decompress_rd(tok, tmp_path, capsys):
     for p in result["points"]:  # real sizes: bytes -> bpp over 9 frames of 32x32
         assert p["bpp"] == pytest.approx(8 * p["bytes"] / (9 * 32 * 32))
     assert (rd_dir / "rd.png").stat().st_size > 0 and (rd_dir / "rd.csv").read_text().startswith("clip,")
+    assert (rd_dir / "previews.png").stat().st_size > 0  # original | each method at its lowest rate
     assert "| vistok:tiny | bits=10 |" in (rd_dir / "rd.md").read_text()
 
 

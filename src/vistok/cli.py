@@ -315,7 +315,7 @@ def cmd_rd(args) -> int:
     )
     print(result.table())
     files = result.write(args.out)
-    print(f"wrote {files['csv']}, {files['json']}, {files['md']}, {files['png']}")
+    print("wrote " + ", ".join(str(f) for f in files.values()))
     return 0
 
 

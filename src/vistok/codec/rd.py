@@ -137,8 +137,10 @@ def tokenize_clip(tok: Tokenizer, clip: Clip, chunk_frames: int = 16) -> np.ndar
 def vistok_points(
     tok: Tokenizer, clip: Clip, *, name: str, drops: Sequence[int] = DEFAULT_DROPS, chunk_frames: int | None = None,
     lpips=None,
+    previews: dict | None = None,
 ) -> list[RDPoint]:
-    """One point per number of dropped low-order bits, each a real ``.vtok`` file decoded back."""
+    """One point per number of dropped low-order bits, each a real ``.vtok`` file decoded back.
+    ``previews``: a dict that receives ``(clip, method, setting) -> middle decoded frame``."""
     indices = tokenize_clip(tok, clip)
     model_id = tok.model_id()
     bits = tok.quantizer.bits
@@ -163,6 +165,8 @@ def vistok_points(
             raise VistokError("internal error: decoded tokens differ from the encoded ones")  # the codec's promise
         decoded = to_uint8(decompress(data, tok)[0])
         q = quality(clip.frames, decoded, lpips)
+        if previews is not None:
+            previews[(clip.name, f"vistok:{name}", f"bits={kept}")] = decoded[len(decoded) // 2]
         ctx, sta = stats["context"], stats["static"]
         points.append(
             RDPoint(
@@ -179,11 +183,14 @@ def vistok_points(
 def baseline_points(
     clip: Clip, codec: str, crfs: Sequence[int] = DEFAULT_CRFS, *, preset: str = "medium", pix_fmt: str = "yuv420p",
     lpips=None,
+    previews: dict | None = None,
 ) -> list[RDPoint]:
     points = []
     for crf in crfs:
         r = run_baseline(clip.frames, codec, crf, fps=clip.fps, preset=preset, pix_fmt=pix_fmt)
         q = quality(clip.frames, r.decoded, lpips)
+        if previews is not None:
+            previews[(clip.name, codec, f"crf={crf}")] = r.decoded[len(r.decoded) // 2]
         points.append(
             RDPoint(clip=clip.name, method=codec, setting=f"crf={crf}", bytes=len(r.bitstream),
                     bpp=r.bits / clip.pixels, **q, crf=int(crf))
@@ -234,6 +241,8 @@ WINS = ("above", "dominates")
 class RDResult:
     points: list[RDPoint]
     notes: list[str] = field(default_factory=list)
+    # (clip, method, setting) -> the middle decoded frame; "original" as the method for the source
+    previews: dict = field(default_factory=dict)
 
     def clips(self) -> list[str]:
         return list(dict.fromkeys(p.clip for p in self.points))
@@ -366,7 +375,43 @@ class RDResult:
         )
         (d / "rd.md").write_text(self.markdown() + "\n")
         plot(self, d / "rd.png")
-        return {"csv": d / "rd.csv", "json": d / "rd.json", "md": d / "rd.md", "png": d / "rd.png"}
+        files = {"csv": d / "rd.csv", "json": d / "rd.json", "md": d / "rd.md", "png": d / "rd.png"}
+        if self.previews:
+            files["previews"] = plot_previews(self, d / "previews.png")
+        return files
+
+
+def plot_previews(result: RDResult, path: str | Path) -> Path:
+    """The middle frame of each clip: the original, then every method at its lowest rate (the
+    region this comparison is about), titled with its rate and quality."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clips = result.clips() or list(dict.fromkeys(k[0] for k in result.previews))
+    methods = list(dict.fromkeys(p.method for p in result.points))
+    fig, axes = plt.subplots(len(clips), 1 + len(methods), figsize=(2.6 * (1 + len(methods)), 2.9 * len(clips)),
+                             squeeze=False)
+    for row, clip in enumerate(clips):
+        cells = [("original", result.previews.get((clip, "original", "")))]
+        for method in methods:
+            pts = [p for p in result.points if p.clip == clip and p.method == method]
+            low = min(pts, key=lambda p: p.bpp) if pts else None
+            frame = result.previews.get((clip, method, low.setting)) if low else None
+            ms = f", MS-SSIM {low.ms_ssim:.3f}" if low is not None and low.ms_ssim is not None else ""
+            label = f"{method} {low.setting}\n{low.bpp:.4f} bpp, {low.psnr:.1f} dB{ms}" if low else method
+            cells.append((label, frame))
+        for col, (label, frame) in enumerate(cells):
+            ax = axes[row][col]
+            ax.axis("off")
+            if frame is not None:
+                ax.imshow(frame, interpolation="nearest")
+            ax.set_title((clip + "\n" if col == 0 else "") + label, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
 
 
 def _tag(verdict_: str | None) -> str:
@@ -428,7 +473,9 @@ def run_rd(
     if missing:
         notes.append(f"skipped {missing}: this PyAV build lacks their encoders")
     points: list[RDPoint] = []
+    previews: dict = {}
     for clip in clips:
+        previews[(clip.name, "original", "")] = clip.frames[len(clip.frames) // 2]
         notes += [f"{clip.name}: {n}" for n in clip.notes]
         if lpips is not None and min(clip.frames.shape[1:3]) < 16:
             notes.append(f"{clip.name}: too small for LPIPS (needs 16 px)")
@@ -443,7 +490,8 @@ def run_rd(
         for name, tok in models:
             if progress:
                 progress(f"{clip.name}: vistok {name}")
-            points += vistok_points(tok, clip, name=name, drops=drops, chunk_frames=chunk_frames, lpips=lpips)
+            points += vistok_points(tok, clip, name=name, drops=drops, chunk_frames=chunk_frames, lpips=lpips,
+                                    previews=previews)
         for codec in codecs:
             if codec not in CODECS:
                 raise VistokError(f"unknown codec {codec!r}; choose from {sorted(CODECS)}")
@@ -452,7 +500,8 @@ def run_rd(
             if progress:
                 progress(f"{clip.name}: {codec}")
             try:
-                points += baseline_points(clip, codec, crfs, preset=preset, pix_fmt=pix_fmt, lpips=lpips)
+                points += baseline_points(clip, codec, crfs, preset=preset, pix_fmt=pix_fmt, lpips=lpips,
+                                          previews=previews)
             except VistokError as e:  # e.g. x265 refuses frames below its minimum size
                 notes.append(f"{clip.name}: {codec} skipped: {e}")
-    return RDResult(points, notes)
+    return RDResult(points, notes, previews)
