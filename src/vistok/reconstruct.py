@@ -21,7 +21,7 @@ from vistok.data.images import IMAGE_EXTENSIONS, read_image, write_image
 from vistok.data.transforms import center_crop, resize_shorter, to_uint8
 from vistok.data.video import VIDEO_EXTENSIONS, probe_video, read_video, write_video
 from vistok.errors import VistokError
-from vistok.metrics.quality import ms_ssim, psnr, ssim
+from vistok.metrics.quality import frame_quality
 from vistok.tokenizers.base import Tokenizer
 
 
@@ -134,12 +134,7 @@ def _frame_metrics(x: torch.Tensor, y: torch.Tensor) -> dict[str, list[float]]:
     """Per-frame PSNR/SSIM(/MS-SSIM) of ``(1 c t h w)`` pixels (uint8-rounded, as viewers see them)."""
     a = x[0].transpose(0, 1).double()  # (t c h w)
     b = y[0].transpose(0, 1).double()
-    out = {"psnr": psnr(a, b, max_db=100.0).tolist()}
-    if min(a.shape[-2:]) >= 11:  # SSIM's 11-pixel window fits (smaller frames: PSNR only)
-        out["ssim"] = ssim(a, b).tolist()
-    if min(a.shape[-2:]) >= 11 * 2**2:  # at least 3 scales
-        out["ms_ssim"] = ms_ssim(a, b).tolist()
-    return out
+    return {k: v.tolist() for k, v in frame_quality(a, b).items()}
 
 
 @torch.no_grad()

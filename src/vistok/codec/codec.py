@@ -494,7 +494,7 @@ def find_tokenizer(model_id: str, models: Iterable[str | Path | Tokenizer] = ())
     match is confirmed by hashing the loaded weights. Raises :class:`ModelMismatchError`.
     """
     from vistok.tokenizers.base import CONFIG_NAME
-    from vistok.tokenizers.registry import SHIPPED_MODELS, load_tokenizer
+    from vistok.tokenizers.registry import SHIPPED_MODELS, load_tokenizer, shipped_model_dir
 
     prefix = model_id[: 2 * MODEL_ID_BYTES].lower()
     candidates: list[Path] = []
@@ -503,9 +503,7 @@ def find_tokenizer(model_id: str, models: Iterable[str | Path | Tokenizer] = ())
             if _model_id(m) == prefix:
                 return m
             continue
-        d = Path(m)
-        if str(m) in SHIPPED_MODELS and not d.is_dir():
-            d = SHIPPED_MODELS[str(m)]
+        d = shipped_model_dir(m) or Path(m)
         if (d / CONFIG_NAME).is_file():
             candidates.append(d)
         elif (d / "model" / CONFIG_NAME).is_file():

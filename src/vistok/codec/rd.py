@@ -30,7 +30,7 @@ from vistok.codec.codec import CompressStats, compress_indices, decompress, deco
 from vistok.data.transforms import center_crop, resize_shorter, to_tensor, to_uint8
 from vistok.data.video import probe_video, read_video
 from vistok.errors import VistokError
-from vistok.metrics.quality import ms_ssim, psnr, ssim
+from vistok.metrics.quality import frame_quality
 from vistok.tokenizers.base import Tokenizer, split_clip
 
 DEFAULT_CRFS = (18, 23, 28, 33, 38, 43, 48, 51)
@@ -93,11 +93,8 @@ def quality(original: np.ndarray, decoded: np.ndarray, lpips=None) -> dict[str, 
     # float32 is ample for 8-bit pixels (PSNR accumulates its squared error in float64 anyway)
     a = torch.from_numpy(original).permute(0, 3, 1, 2).float() / 127.5 - 1  # (t c h w)
     b = torch.from_numpy(decoded).permute(0, 3, 1, 2).float() / 127.5 - 1
-    out = {"psnr": float(psnr(a, b, max_db=100.0).mean()), "ssim": None, "ms_ssim": None}
-    if min(a.shape[-2:]) >= 11:  # SSIM's window fits
-        out["ssim"] = float(ssim(a, b).mean())
-    if min(a.shape[-2:]) >= MS_SSIM_MIN_SIDE:
-        out["ms_ssim"] = float(ms_ssim(a, b).mean())
+    out: dict[str, float | None] = {"ssim": None, "ms_ssim": None}
+    out.update({k: float(v.mean()) for k, v in frame_quality(a, b).items()})
     if lpips is not None and min(a.shape[-2:]) >= 16:
         with torch.no_grad():
             out["lpips"] = float(torch.cat([lpips(a[i : i + 8], b[i : i + 8]) for i in range(0, len(a), 8)]).mean())
@@ -269,10 +266,11 @@ class RDResult:
                 rows.append(row)
         return rows
 
-    def summary(self) -> list[str]:
+    def summary(self, comp: list[dict] | None = None) -> list[str]:
         """Per vistok operating point and codec: on how many clips it is better at equal rate
-        (``above`` the codec's curve, or ``dominates`` its lowest-rate point), in MS-SSIM and PSNR."""
-        comp = self.comparisons()
+        (``above`` the codec's curve, or ``dominates`` its lowest-rate point), in MS-SSIM and PSNR.
+        ``comp``: :meth:`comparisons`, when the caller has it already."""
+        comp = self.comparisons() if comp is None else comp
         lines = []
         keys = list(dict.fromkeys((c["method"], c["setting"]) for c in comp))
         codecs = sorted({k[: -len("_psnr_verdict")] for c in comp for k in c if k.endswith("_psnr_verdict")})
@@ -303,7 +301,7 @@ class RDResult:
                 lp = (f" {p.lpips:>6.4f}" if p.lpips is not None else f" {'-':>6}") if has_lpips else ""
                 lines.append(f"{p.method:<22} {p.setting:<9} {p.bytes:>7} {p.bpp:>8.4f} {p.psnr:>6.2f} {ms:>7}{lp}{extra}")
             lines.append("")
-        comp = [c for c in self.comparisons()]
+        comp = self.comparisons()
         if comp:
             lines.append("== at vistok's rates (codec PSNR / MS-SSIM interpolated in log-rate; '-' = outside its range)")
             for c in comp:
@@ -320,7 +318,7 @@ class RDResult:
                         + (f" [MS-SSIM: vistok {ms_v}]" if ms_v else "")
                     )
                 lines.append("  " + "; ".join(parts))
-            lines += ["", "== summary (clips where vistok is better at equal rate / judged)"] + self.summary()
+            lines += ["", "== summary (clips where vistok is better at equal rate / judged)"] + self.summary(comp)
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -356,7 +354,7 @@ class RDResult:
                 out.append(f"| {c['clip']} | {c['method']} {c['setting']} | {c['bpp']:.4f} | {c['psnr']:.2f} | "
                            f"{fmt(c['ms_ssim'], '.4f')} | " + " | ".join(cells) + " |")
             out += ["", "Summary (clips where vistok is better at equal rate / clips judged):", ""]
-            out += [f"- {line}" for line in self.summary()]
+            out += [f"- {line}" for line in self.summary(comp)]
             out.append("")
         out += [f"- {n}" for n in self.notes]
         return "\n".join(out)
@@ -366,12 +364,14 @@ class RDResult:
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
         rows = [asdict(p) for p in self.points]
+        comp = self.comparisons()
         with open(d / "rd.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
         (d / "rd.json").write_text(
-            json.dumps({"points": rows, "comparisons": self.comparisons(), "summary": self.summary(), "notes": self.notes}, indent=2) + "\n"
+            json.dumps({"points": rows, "comparisons": comp, "summary": self.summary(comp), "notes": self.notes}, indent=2)
+            + "\n"
         )
         (d / "rd.md").write_text(self.markdown() + "\n")
         plot(self, d / "rd.png")

@@ -3,4 +3,4 @@
 from vistok.metrics.perceptual import LPIPS
 from vistok.metrics.quality import MS_SSIM_WEIGHTS, ms_ssim, psnr, ssim
 
-__all__ = ["LPIPS", "MS_SSIM_WEIGHTS", "ms_ssim", "psnr", "ssim"]
+__all__ = ["LPIPS", "MS_SSIM_WEIGHTS", "frame_quality", "ms_ssim", "psnr", "ssim"]

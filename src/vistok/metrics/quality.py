@@ -22,7 +22,7 @@ from torch import Tensor
 
 from vistok.errors import VistokError
 
-__all__ = ["MS_SSIM_WEIGHTS", "ms_ssim", "psnr", "ssim"]
+__all__ = ["MS_SSIM_WEIGHTS", "frame_quality", "ms_ssim", "psnr", "ssim"]
 
 # Wang, Simoncelli & Bovik 2003 ("Multi-scale structural similarity for image quality
 # assessment"), the exponents fitted to human judgements, finest scale first.
@@ -282,3 +282,17 @@ def ms_ssim(
     powered = torch.where(positive, torch.where(positive, stacked, torch.ones_like(stacked)) ** w, torch.zeros_like(stacked))
     value = torch.prod(powered, dim=-1)
     return _per_sample(value, t, reduction)
+
+
+def frame_quality(x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Per-frame scores of ``(t c h w)`` frames in [-1, 1], each metric only where it is defined:
+    ``psnr`` always (dB, capped at 100), ``ssim`` when its 11-pixel window fits, ``ms_ssim`` when
+    at least 3 scales fit (44 pixels; fewer-scale weights renormalized, see :func:`ms_ssim`).
+    Returns ``{name: (t,) tensor}`` for the metrics computed."""
+    out = {"psnr": psnr(x, y, max_db=100.0)}
+    side = min(x.shape[-2:])
+    if side >= 11:
+        out["ssim"] = ssim(x, y)
+    if side >= 11 * 2**2:
+        out["ms_ssim"] = ms_ssim(x, y)
+    return out

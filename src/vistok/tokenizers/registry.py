@@ -30,16 +30,23 @@ def register_tokenizer(cls: type[Tokenizer]) -> type[Tokenizer]:
     return cls
 
 
+def shipped_model_dir(path_or_name: str | Path) -> Path | None:
+    """The package folder of a shipped model's name, or None (not a shipped name, or a local
+    directory of that name exists, which wins)."""
+    name = str(path_or_name)
+    return SHIPPED_MODELS[name] if name in SHIPPED_MODELS and not Path(name).is_dir() else None
+
+
 def resolve_model_dir(path_or_name: str | Path) -> Path:
     """A shipped model's name (``"default"``, ``"tiny-codec"``: :data:`SHIPPED_MODELS`) -> its folder
     in the package; a training run's directory -> its ``model/`` subfolder; otherwise the directory
     itself. A local directory of the same name as a shipped model wins over it."""
-    d = Path(path_or_name)
-    if str(path_or_name) in SHIPPED_MODELS and not d.is_dir():
-        d = SHIPPED_MODELS[str(path_or_name)]
+    d = shipped_model_dir(path_or_name)
+    if d is not None:
         if not (d / CONFIG_NAME).is_file():
             raise VistokError(f"the shipped tokenizer {str(path_or_name)!r} is missing from {d} (a broken install?)")
         return d
+    d = Path(path_or_name)
     if (d / "model" / CONFIG_NAME).is_file() and not (d / CONFIG_NAME).is_file():
         d = d / "model"
     if not d.is_dir():
