@@ -184,8 +184,6 @@ def test_factorization_9_plus_9_matches_lfq_bits():
 def test_bit_dropout_zeroes_low_channels_like_the_codec():
     """Training with bit dropout feeds the decoder exactly the codes the codec decodes after
     ``--drop-bits n``: the n least significant channels at 0, the others untouched."""
-    from vistok.codec.codec import codes_from_bits
-
     torch.manual_seed(0)
     q = LFQ(bits=6, bit_dropout=0.9)
     latents = torch.randn(64, 6, 2, 3, 3)
@@ -197,7 +195,7 @@ def test_bit_dropout_zeroes_low_channels_like_the_codec():
     for i in range(latents.shape[0]):
         n = int(zero[i].flatten(1).all(dim=1).sum())  # channels zeroed everywhere in sample i
         assert zero[i, :n].all() and not zero[i, n:].any()  # the n lowest channels, no others
-        expect = codes_from_bits(indices[i : i + 1], 6 - n, bits=6)[0]
+        expect = q.indices_to_codes(indices[i : i + 1], kept_channels=range(n, 6))[0]  # what the codec decodes
         torch.testing.assert_close(dropped[i], expect)
     q.eval()  # evaluation and encoding never drop
     torch.testing.assert_close(q(latents).codes, full)

@@ -15,7 +15,7 @@ TEST_CFG = dict(base_channels=8, channel_multipliers=(1, 2, 2, 2), num_res_block
 
 def make_tok(dtype=torch.float64, seed=0, **kw):
     torch.manual_seed(seed)
-    tok = Magvit2Tokenizer(Magvit2Config(**{**TEST_CFG, **kw})).to(dtype).eval()
+    tok = Magvit2Tokenizer(Magvit2Config.from_dict({**TEST_CFG, **kw})).to(dtype).eval()
     # the decoder's adaptive norms start at zero (a plain GroupNorm); randomize them so the tests
     # also exercise the code-conditioned path
     with torch.no_grad():
@@ -117,7 +117,7 @@ def test_save_load_round_trip(tmp_path):
     video = rand_video(dtype=torch.float32)
     tok.save_pretrained(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert meta["model_type"] == "magvit2" and meta["config"]["bits"] == 10
+    assert meta["model_type"] == "magvit2" and meta["config"]["quantizer"]["bits"] == 10
     assert not list((tmp_path / "m").glob("*.pt")) and not list((tmp_path / "m").glob("*.bin"))
     loaded = vistok.load_tokenizer(tmp_path / "m")
     assert loaded.model_id() == tok.model_id() == meta["model_id"]

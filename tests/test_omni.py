@@ -15,7 +15,7 @@ TEST_CFG = dict(dim=32, heads=2, encoder_depth=2, decoder_depth=2, mlp_ratio=2.0
 
 def make_tok(dtype=torch.float64, seed=0, **kw):
     torch.manual_seed(seed)
-    return OmniTokenizer(OmniConfig(**{**TEST_CFG, **kw})).to(dtype).eval()
+    return OmniTokenizer(OmniConfig.from_dict({**TEST_CFG, **kw})).to(dtype).eval()
 
 
 def rand_video(b=2, t=17, h=24, w=32, dtype=torch.float64, seed=1):
@@ -43,7 +43,8 @@ def test_paper_preset_follows_the_released_recipe():
     cfg = OmniConfig.preset("omni-paper")
     assert (cfg.dim, cfg.heads, cfg.encoder_depth, cfg.decoder_depth) == (512, 8, 4, 4)
     assert cfg.encoder_windows == (0, 0, 8, 8) and cfg.decoder_windows == (0, 0, 0, 0)  # "ttww" / "tttt"
-    assert (cfg.codebook_size, cfg.latent_dim, cfg.commitment_weight) == (8192, 8, 1.0)
+    q = cfg.quantizer
+    assert (q.kind, q.codebook_size, q.code_dim, q.commitment_weight) == ("vq", 8192, 8, 1.0)
     with torch.device("meta"):  # count without allocating 51 M weights
         tok = OmniTokenizer(cfg)
     assert [b.spatial.window for b in tok.encoder.blocks] == [0, 0, 8, 8]
@@ -150,7 +151,7 @@ def test_other_resolutions():
 @pytest.mark.parametrize("bottleneck", ["vq", "kl", "lfq"])
 def test_bottlenecks_train(bottleneck):
     torch.manual_seed(0)
-    tok = OmniTokenizer(OmniConfig(**{**TEST_CFG, "bottleneck": bottleneck, "bits": 8, "codebook_size": 32}))
+    tok = OmniTokenizer(OmniConfig.from_dict({**TEST_CFG, "bottleneck": bottleneck, "bits": 8, "codebook_size": 32}))
     opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
     video = rand_video(b=2, t=5, h=16, w=16, dtype=torch.float32)
     losses = []
@@ -202,7 +203,7 @@ def test_save_load_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "kw,match",
     [
-        (dict(bottleneck="fsq"), "bottleneck"),
+        (dict(bottleneck="fsq"), "kind"),
         (dict(dim=30, heads=4), "head size"),
         (dict(spatial_window=-1), "window"),
         (dict(patch_size=0), "patch_size"),
@@ -212,7 +213,7 @@ def test_save_load_round_trip(tmp_path):
 )
 def test_config_errors(kw, match):
     with pytest.raises(VistokError, match=match):
-        OmniConfig(**{**TEST_CFG, **kw})
+        OmniConfig.from_dict({**TEST_CFG, **kw})
     with pytest.raises(VistokError, match="unknown"):
         OmniConfig.from_dict({"depth": 3})
     with pytest.raises(VistokError, match="preset"):

@@ -356,7 +356,7 @@ def cmd_generate(args) -> int:
     lm, tok, label = _load_lm_and_tokenizer(args)
     with torch.no_grad():  # local: main() may run inside a process that trains afterwards
         res = generate_files(
-            lm, tok, args.out, label=label, num=args.num, steps=args.steps, cfg=args.cfg, temperature=args.temperature,
+            lm, tok, args.out, label=label, num=args.num, steps=args.steps, guidance=args.cfg, temperature=args.temperature,
             choice_temperature=args.choice_temperature, seed=args.seed, video_format=args.format, fps=args.fps,
             force=args.force,
         )
@@ -374,7 +374,7 @@ def cmd_predict_frames(args) -> int:
     lm, tok, label = _load_lm_and_tokenizer(args)
     with torch.no_grad():
         res = predict_frames(
-            lm, tok, args.input, args.out, frames=args.frames, label=label, steps=args.steps, cfg=args.cfg,
+            lm, tok, args.input, args.out, frames=args.frames, label=label, steps=args.steps, guidance=args.cfg,
             temperature=args.temperature, choice_temperature=args.choice_temperature, seed=args.seed, force=args.force,
         )
     for note in res.notes:

@@ -1,13 +1,18 @@
-"""Typed configuration: nested dataclasses built from dicts / YAML, with ``key.sub=value`` overrides.
+"""The one configuration mechanism: typed dataclasses built from dicts / YAML / JSON, with
+``key.sub=value`` overrides and named presets.
 
-Unknown keys and ill-typed values are errors that name the key, never silently ignored.
+Every config in vistok (tokenizers and their quantizer, training, token LMs, ...) subclasses
+:class:`Config` and is built by :func:`from_dict`, which coerces what is unambiguous (``"2e-4"`` to a
+float, lists to tuples, nested mappings to nested configs) and rejects unknown keys (listing the
+valid ones) and ill-typed values, each as one :class:`VistokError` naming the dotted key. Range checks
+live in each config's ``__post_init__`` and raise :class:`VistokError` too.
 """
 
 from __future__ import annotations
 
-import math
-
+import copy
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -87,9 +92,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict, *, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``data`` (recursively), rejecting unknown keys."""
+    """Build dataclass ``cls`` from ``data`` (recursively), rejecting unknown keys.
+
+    A class may define ``upgrade_dict(data) -> data`` to accept older spellings of its keys (e.g.
+    flat quantizer settings saved before the quantizer had its own section)."""
     if not isinstance(data, dict):
-        raise VistokError(f"{prefix or cls.__name__}: expected a mapping, got {type(data).__name__}")
+        raise VistokError(f"{prefix.rstrip('.') or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    if any(not isinstance(k, str) for k in data):
+        raise VistokError(f"{prefix.rstrip('.') or cls.__name__}: keys must be strings, got {sorted(map(repr, data))}")
+    upgrade = getattr(cls, "upgrade_dict", None)
+    if upgrade is not None:
+        data = upgrade(dict(data))
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = set(data) - fields
@@ -98,8 +111,49 @@ def from_dict(cls: type[T], data: dict, *, prefix: str = "") -> T:
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except TypeError as e:
-        raise VistokError(f"{prefix or cls.__name__}: {e}") from None
+    except VistokError as e:
+        raise VistokError(f"{prefix}{e}" if prefix and not str(e).startswith(prefix) else str(e)) from None
+    except (TypeError, ValueError, OverflowError) as e:
+        raise VistokError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``over`` laid on ``base`` recursively (nested mappings merge; other values replace)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class Config:
+    """Base of every vistok config dataclass: :meth:`from_dict` / :meth:`to_dict` / :meth:`replace`
+    through the one typed builder, and named presets (:meth:`presets` -> table, :meth:`preset`)."""
+
+    #: what the presets are called in error messages ("MAGVIT-v2 preset", "LM preset", ...)
+    family: typing.ClassVar[str] = "config"
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict, *, prefix: str = "") -> T:
+        return from_dict(cls, data, prefix=prefix)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    def replace(self: T, **changes: Any) -> T:
+        """A copy with ``changes``, validated like any other input."""
+        return from_dict(type(self), merge(to_dict(self), changes))
+
+    @classmethod
+    def presets(cls) -> dict[str, dict]:
+        return {}
+
+    @classmethod
+    def preset(cls: type[T], name: str, overrides: dict | None = None, *, prefix: str = "", **kw: Any) -> T:
+        """The named preset with ``overrides`` (a nested mapping, merged) and keyword overrides."""
+        table = cls.presets()
+        if name not in table:
+            raise VistokError(f"unknown {cls.family} preset {name!r}; choose from {sorted(table)}")
+        return from_dict(cls, merge(merge(table[name], overrides or {}), kw), prefix=prefix)
 
 
 def to_dict(obj: Any) -> dict:
@@ -132,14 +186,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Set dotted keys in a nested dict (a copy)."""
-    import copy
-
     out = copy.deepcopy(data)
     for text in overrides:
         path, value = parse_override(text)
         node = out
         for part in path[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise VistokError(f"override {text!r}: {part} is not a section")
         node[path[-1]] = value
@@ -149,9 +203,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def load_yaml(path: str | Path) -> dict:
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except OSError as e:
         raise VistokError(f"cannot read config {p}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise VistokError(f"config {p} is not UTF-8 text") from None
     except yaml.YAMLError as e:
         raise VistokError(f"config {p} is not valid YAML: {e}") from None
     if data is None:

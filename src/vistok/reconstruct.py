@@ -237,7 +237,3 @@ def load_tokens(path: str | Path) -> tuple[np.ndarray, dict]:
     if indices.ndim != 3:
         raise VistokError(f"{p}: expected indices of shape (t', h', w'), got {indices.shape}")
     return indices, meta
-
-
-def plan_as_dict(plan: MediaPlan) -> dict:
-    return asdict(plan)

@@ -3,7 +3,7 @@
 The pipeline (DESIGN.md, "Data flow")::
 
     video --Tokenizer.encode_stream--> indices --to_planes--> bits --entropy model--> .vtok chunks
-    .vtok --entropy model--> bits --> indices --codes_from_bits--> codes --Tokenizer.decode--> video
+    .vtok --entropy model--> bits --> indices --LFQ.indices_to_codes--> codes --Tokenizer.decode--> video
 
 Both directions stream one temporal chunk at a time: the tokenizer's causal encoder and decoder
 carry their state across chunks (exact streaming), and each chunk's tokens are entropy-coded on
@@ -11,7 +11,7 @@ their own, so memory is bounded by the chunk size however long the clip is.
 
 Rates below the tokenizer's fixed ``K`` bits per token come from dropping low-order LFQ bits:
 dropped channels are not coded at all, and the decoder receives a zero code for them (the middle of
-``{-s, +s}``) -- see :func:`codes_from_bits`.
+``{-s, +s}``) -- see ``LFQ.indices_to_codes(kept_channels=...)``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from vistok.codec.entropy import CodedChunk, from_planes, get_model, to_planes
 from vistok.errors import VistokError
 from vistok.nn.causal_conv import streaming
 from vistok.tokenizers.base import Tokenizer, split_clip
+from vistok.tokenizers.registry import candidate_model_dirs, find_model_dir, load_tokenizer
 
 #: ``decompress`` refuses files whose video has more pixel positions (frames x height x width)
 #: than this unless told otherwise: 2^28 is e.g. 290 frames of 1080p, ~800 MB as uint8 RGB.
@@ -79,36 +80,6 @@ def kept_mask(bits: int, kept_bits: int | Sequence[int] | None) -> int:
     if any(not 0 <= d < bits for d in channels) or len(set(channels)) != len(channels):
         raise VistokError(f"kept_bits must list distinct channels in [0, {bits}), got {channels}")
     return sum(1 << d for d in channels)
-
-
-def codes_from_bits(
-    indices: Tensor | np.ndarray,
-    kept_bits: int | Sequence[int] | None,
-    *,
-    bits: int,
-    code_scale: float = 1.0,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """LFQ codes for ``indices (b t' h' w')`` (or ``(t' h' w')``) with some channels dropped.
-
-    A kept channel ``d`` gets ``+s`` or ``-s`` from bit ``d`` (as ``LFQ.indices_to_codes``); a
-    dropped one gets ``0``, the midpoint of the two codes it could have had, which is the
-    decoder's least-committal input when the bit is unknown. ``kept_bits`` as in :func:`kept_mask`.
-
-    Returns ``(b K t' h' w')`` codes (a batch dimension is added to 3-d input).
-    """
-    idx = torch.as_tensor(np.asarray(indices) if isinstance(indices, np.ndarray) else indices).long()
-    if idx.ndim == 3:
-        idx = idx.unsqueeze(0)
-    if idx.ndim != 4:
-        raise VistokError(f"expected indices of shape (b, t', h', w'); got {tuple(idx.shape)}")
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= 1 << bits):
-        raise VistokError(f"indices must lie in [0, 2^{bits}), got [{int(idx.min())}, {int(idx.max())}]")
-    mask = kept_mask(bits, kept_bits)
-    shifts = torch.arange(bits, device=idx.device).view(1, -1, 1, 1, 1)
-    sign = ((idx.unsqueeze(1) >> shifts) & 1).to(dtype) * 2 - 1  # (b K t' h' w') in {-1, +1}
-    keep = ((torch.tensor(mask, device=idx.device) >> shifts) & 1).to(dtype)
-    return sign * keep * code_scale
 
 
 def _lfq(tokenizer: Tokenizer):
@@ -493,37 +464,22 @@ def find_tokenizer(model_id: str, models: Iterable[str | Path | Tokenizer] = ())
     ``config.json`` records its id, so non-matching models are skipped without loading them; a
     match is confirmed by hashing the loaded weights. Raises :class:`ModelMismatchError`.
     """
-    from vistok.tokenizers.base import CONFIG_NAME
-    from vistok.tokenizers.registry import SHIPPED_MODELS, load_tokenizer, shipped_model_dir
-
     prefix = model_id[: 2 * MODEL_ID_BYTES].lower()
-    candidates: list[Path] = []
+    paths: list[str | Path] = []
     for m in models:
         if isinstance(m, Tokenizer):
             if _model_id(m) == prefix:
                 return m
-            continue
-        d = shipped_model_dir(m) or Path(m)
-        if (d / CONFIG_NAME).is_file():
-            candidates.append(d)
-        elif (d / "model" / CONFIG_NAME).is_file():
-            candidates.append(d / "model")
-        elif d.is_dir():
-            candidates.extend(sorted(p.parent for p in d.glob(f"*/{CONFIG_NAME}")))
-    candidates += [d for d in SHIPPED_MODELS.values() if (d / CONFIG_NAME).is_file() and d not in candidates]
-    for d in candidates:
-        try:
-            recorded = json.loads((d / CONFIG_NAME).read_text()).get("model_id")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(recorded, str) and not recorded.lower().startswith(prefix):
-            continue
+        else:
+            paths.append(m)
+    for d in find_model_dir(prefix, paths):
         try:
             tok = load_tokenizer(d)
         except VistokError:
             continue
         if _model_id(tok) == prefix:
             return tok
+    candidates = list(candidate_model_dirs(paths))
     searched = ", ".join(str(d) for d in candidates) or "nothing (no models given, no shipped models)"
     raise ModelMismatchError(
         f"no tokenizer with model id {prefix[:12]}… found; searched {searched}. "
@@ -577,10 +533,8 @@ def _decode_pixels(tok: Tokenizer, header: Header, index_chunks: Iterable[np.nda
         for idx in index_chunks:
             out = []
             for start in range(0, idx.shape[0], step):
-                codes = codes_from_bits(
-                    idx[start : start + step], header.kept_channels, bits=header.bits, code_scale=q.code_scale,
-                    dtype=dtype,
-                )
+                piece = torch.from_numpy(np.ascontiguousarray(idx[start : start + step])).long().unsqueeze(0)
+                codes = q.indices_to_codes(piece, dtype, kept_channels=header.kept_channels)
                 out.append(tok.decode(codes.to(device)).float().clamp(-1.0, 1.0))
             yield torch.cat(out, dim=2)
 

@@ -375,16 +375,3 @@ def from_planes(planes: np.ndarray, channels: list[int]) -> np.ndarray:
     for j, d in enumerate(channels):
         out |= planes[:, j].astype(np.int64) << d
     return out
-
-
-def empirical_bits(planes: np.ndarray) -> float:
-    """Zeroth-order entropy of each bit plane, summed over symbols: the ideal size of the static
-    model without side information or quantization of its probabilities (bits)."""
-    t, n, h, w = planes.shape
-    total = 0.0
-    per = t * h * w
-    for j in range(n):
-        p = float(planes[:, j].mean()) if per else 0.0
-        if 0 < p < 1:
-            total += per * -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
-    return total

@@ -20,7 +20,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from vistok.generate.base import LMBatch, TokenLM, guide
+from vistok.generate.base import LM_KINDS, LMBatch, TokenLM, guide
 from vistok.generate.sampling import sample_subtokens
 
 
@@ -32,6 +32,7 @@ class ARSample(NamedTuple):
     logits: list[Tensor] | None
 
 
+@LM_KINDS.register("ar")
 class AutoregressiveTokenModel(TokenLM):
     kind = "ar"
 

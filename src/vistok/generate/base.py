@@ -1,6 +1,7 @@
 """What the masked and the autoregressive token models share: factorized token embeddings and
 heads, the class token, grid positions, the transformer, input checks, classifier-free guidance,
-and ``save_pretrained`` / ``load_lm`` (``config.json`` + ``model.safetensors``, never pickle).
+and ``save_pretrained`` / ``load_lm`` (:mod:`vistok.pretrained`: ``config.json`` +
+``model.safetensors``, never pickle). The two kinds register in :data:`LM_KINDS`.
 
 Class conditioning (both models): a class token ``class_embed[label]`` is prepended to the
 sequence. The table has ``num_classes + 1`` rows; the last is the null class, used for
@@ -11,23 +12,23 @@ classifier-free guidance needs. An unconditional model (``num_classes = 0``) has
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from vistok.errors import VistokError
 from vistok.generate.config import LMConfig
 from vistok.generate.tokens import FactorizedEmbedding, FactorizedHead
 from vistok.generate.transformer import GridPositions, Transformer
+from vistok.pretrained import ModelRegistry, Pretrained, read_config_json, resolve_run_dir
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 MODEL_TYPE = "vistok-token-lm"
+
+#: Token-LM classes by ``LMConfig.kind``; each registers with ``@LM_KINDS.register(kind)``.
+LM_KINDS: ModelRegistry["TokenLM"] = ModelRegistry("token LM kind")
 
 
 @dataclass
@@ -51,10 +52,13 @@ def guide(cond: list[Tensor], uncond: list[Tensor], scale: float) -> list[Tensor
     return [c + scale * (c - u) for c, u in zip(cond, uncond)]
 
 
-class TokenLM(nn.Module):
+class TokenLM(Pretrained, nn.Module):
     """Base of :class:`MaskedTokenModel` and :class:`AutoregressiveTokenModel`."""
 
     kind: ClassVar[str] = ""
+    model_type: ClassVar[str] = MODEL_TYPE
+    config_class: ClassVar[type] = LMConfig
+    saved_what: ClassVar[str] = "token language model"
 
     def __init__(self, config: LMConfig):
         super().__init__()
@@ -174,22 +178,21 @@ class TokenLM(nn.Module):
     def training_batch(self, indices: Tensor, labels: Tensor | None, generator: torch.Generator | None) -> LMBatch:
         raise NotImplementedError
 
-    # -- persistence ------------------------------------------------------------------------------
+    # -- persistence (save_pretrained / from_pretrained come from Pretrained) -------------------------
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` (the :class:`LMConfig`, tokenizer id and classes included) and
-        ``model.safetensors`` into ``directory``."""
-        from vistok import __version__
+    def weights_metadata(self) -> dict[str, str]:
+        return {"model_type": MODEL_TYPE, "kind": self.kind}
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = d / (WEIGHTS_NAME + ".tmp")
-        save_file(tensors, str(tmp), metadata={"model_type": MODEL_TYPE, "kind": self.kind})
-        tmp.replace(d / WEIGHTS_NAME)
-        meta = {"model_type": MODEL_TYPE, "config": self.config.to_dict(), "vistok_version": __version__}
-        (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        return d
+    @classmethod
+    def config_from_meta(cls, meta: dict[str, Any], source: Path) -> LMConfig:
+        if meta["model_type"] != MODEL_TYPE:
+            hint = " (that is a tokenizer; pass the language model first)"
+            raise VistokError(f"{source} holds a {meta['model_type']!r} model, not a token language model{hint}")
+        return super().config_from_meta(meta, source)
+
+    @classmethod
+    def class_for(cls, meta: dict[str, Any], config: LMConfig, source: Path) -> type:
+        return LM_KINDS.get(config.kind, where=str(source))
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -202,50 +205,20 @@ def _init_weights(module: nn.Module) -> None:
 
 def resolve_lm_dir(path: str | Path) -> Path:
     """A ``save_pretrained`` folder, or a training run whose ``model/`` holds one."""
-    d = Path(path)
-    if (d / "model" / CONFIG_NAME).is_file() and not (d / CONFIG_NAME).is_file():
-        d = d / "model"
-    if not d.is_dir():
-        raise VistokError(f"language model directory {d} does not exist")
-    if not (d / CONFIG_NAME).is_file() or not (d / WEIGHTS_NAME).is_file():
-        raise VistokError(f"{d} is not a saved token language model: expected {CONFIG_NAME} and {WEIGHTS_NAME}")
-    return d
+    return resolve_run_dir(path, TokenLM.saved_what)
 
 
 def read_lm_config(path: str | Path) -> LMConfig:
     d = resolve_lm_dir(path)
-    try:
-        meta = json.loads((d / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise VistokError(f"cannot read {d / CONFIG_NAME}: {e}") from None
-    if not isinstance(meta, dict) or meta.get("model_type") != MODEL_TYPE:
-        found = meta.get("model_type") if isinstance(meta, dict) else None
-        hint = " (that is a tokenizer; pass the language model first)" if found not in (None, MODEL_TYPE) else ""
-        raise VistokError(f"{d} holds a {found!r} model, not a token language model{hint}")
-    if not isinstance(meta.get("config"), dict):
-        raise VistokError(f"{d / CONFIG_NAME} has no 'config' section")
-    return LMConfig.from_dict(meta["config"])
+    return TokenLM.config_from_meta(read_config_json(d), d)
 
 
 def build_lm(config: LMConfig) -> TokenLM:
     """A freshly initialized model of the class ``config.kind`` names (``"mlm"`` or ``"ar"``)."""
-    from vistok.generate.autoregressive import AutoregressiveTokenModel
-    from vistok.generate.masked_lm import MaskedTokenModel
-
-    return {"mlm": MaskedTokenModel, "ar": AutoregressiveTokenModel}[config.kind](config)
+    return LM_KINDS.get(config.kind)(config)
 
 
 def load_lm(path: str | Path, *, map_location: str = "cpu") -> TokenLM:
     """Rebuild a :class:`MaskedTokenModel` or :class:`AutoregressiveTokenModel` saved by
     ``save_pretrained`` (or a ``train-lm`` run folder) and load its weights, in eval mode."""
-    d = resolve_lm_dir(path)
-    config = read_lm_config(d)
-    model = build_lm(config)
-    try:
-        state = load_file(str(d / WEIGHTS_NAME))
-    except Exception as e:  # safetensors raises its own error types on corrupt files
-        raise VistokError(f"cannot load weights {d / WEIGHTS_NAME}: {e}") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise VistokError(f"weights in {d} do not match the config: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    return model.to(map_location).eval()
+    return TokenLM.from_pretrained(path, map_location=map_location)

@@ -6,11 +6,10 @@ model id of the tokenizer whose tokens it learned, the class names, and the toke
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from vistok.configuration import from_dict, to_dict
+from vistok.configuration import Config
 from vistok.errors import VistokError
 from vistok.generate.schedule import check_schedule
 from vistok.generate.tokens import TokenFactorization, auto_num_subtokens
@@ -19,7 +18,7 @@ KINDS = ("mlm", "ar")
 
 
 @dataclass
-class LMConfig:
+class LMConfig(Config):
     """A masked (``kind="mlm"``, MaskGIT) or autoregressive (``kind="ar"``) token model.
 
     ``vocab_size``, ``num_classes`` and ``max_grid`` describe the data; the trainer fills them in
@@ -31,7 +30,7 @@ class LMConfig:
     ``frame_condition_frames`` latent frames are given unmasked, for frame prediction.
     """
 
-    kind: str = "mlm"
+    kind: Literal["mlm", "ar"] = "mlm"
     vocab_size: int = 0
     num_subtokens: int = 0
     dim: int = 256
@@ -97,17 +96,11 @@ class LMConfig:
         t, h, w = self.max_grid
         return t * h * w
 
-    # -- persistence ------------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+    family: ClassVar[str] = "LM"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "LMConfig":
-        return from_dict(cls, data)
-
-    def replace(self, **changes: Any) -> "LMConfig":
-        return dataclasses.replace(self, **changes)
+    def presets(cls) -> dict[str, dict]:
+        return LM_PRESETS
 
 
 # Model sizes by name. lm-tiny trains on 2 CPU cores (~3 M parameters in the transformer);
@@ -121,9 +114,7 @@ LM_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def lm_config(preset: str = "lm-tiny", **overrides: Any) -> LMConfig:
+def lm_config(preset: str = "lm-tiny", *, prefix: str = "", **overrides: Any) -> LMConfig:
     """``LMConfig`` of a named size preset with field overrides, e.g.
     ``lm_config("lm-tiny", vocab_size=1024, num_classes=10, max_grid=(1, 8, 8))``."""
-    if preset not in LM_PRESETS:
-        raise VistokError(f"unknown LM preset {preset!r}; choose from {sorted(LM_PRESETS)}")
-    return LMConfig.from_dict({**LM_PRESETS[preset], **overrides})
+    return LMConfig.preset(preset, overrides, prefix=prefix)

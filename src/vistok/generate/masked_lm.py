@@ -15,11 +15,12 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from vistok.generate.base import LMBatch, TokenLM, guide
+from vistok.generate.base import LM_KINDS, LMBatch, TokenLM, guide
 from vistok.generate.sampling import maskgit_decode
 from vistok.generate.schedule import num_masked_for_training
 
 
+@LM_KINDS.register("mlm")
 class MaskedTokenModel(TokenLM):
     kind = "mlm"
 

@@ -36,9 +36,9 @@ def resolve_class(lm: TokenLM, value: str | int | None) -> int | None:
     raise VistokError(f"unknown class {text!r}; this model has {lm.num_classes} classes ({listing})")
 
 
-def sampling_kwargs(lm: TokenLM, *, steps: int, cfg: float, temperature: float, choice_temperature: float) -> dict:
+def sampling_kwargs(lm: TokenLM, *, steps: int, guidance: float, temperature: float, choice_temperature: float) -> dict:
     """Options of ``lm.generate``: the step count and choice temperature only for the masked model."""
-    kw = {"cfg_scale": cfg, "temperature": temperature}
+    kw = {"cfg_scale": guidance, "temperature": temperature}
     if lm.config.kind == "mlm":
         kw.update(steps=steps, choice_temperature=choice_temperature)
     return kw
@@ -60,7 +60,7 @@ def generate_files(
     label: int | None,
     num: int = 8,
     steps: int = 12,
-    cfg: float = 0.0,
+    guidance: float = 0.0,
     temperature: float = 1.0,
     choice_temperature: float = 4.5,
     seed: int = 0,
@@ -83,7 +83,7 @@ def generate_files(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator(device=lm.class_embed.weight.device).manual_seed(seed)
-    kw = sampling_kwargs(lm, steps=steps, cfg=cfg, temperature=temperature, choice_temperature=choice_temperature)
+    kw = sampling_kwargs(lm, steps=steps, guidance=guidance, temperature=temperature, choice_temperature=choice_temperature)
     tokens = []
     for start in range(0, num, batch_size):
         b = min(batch_size, num - start)
@@ -99,7 +99,7 @@ def generate_files(
         files.append(write_media(out / f"{name}_{i:03d}{suffix}", frames, fps=fps))
     grid = save_picture(out / "grid.png", tile(videos, columns=min(num, 8)), scale=2)
     meta = {"model_id": lm.config.tokenizer_id or tokenizer.model_id(), "vocab_size": lm.vocab_size, "generated_by": "vistok generate",
-            "kind": lm.config.kind, "cfg": cfg, "steps": steps, "temperature": temperature, "seed": seed}
+            "kind": lm.config.kind, "cfg": guidance, "steps": steps, "temperature": temperature, "seed": seed}
     labels_arr = None
     if label is not None:
         meta["class_names"] = lm.config.class_names or [str(i) for i in range(lm.num_classes)]
@@ -148,7 +148,7 @@ def predict_frames(
     frames: int,
     label: int | None = None,
     steps: int = 12,
-    cfg: float = 0.0,
+    guidance: float = 0.0,
     temperature: float = 1.0,
     choice_temperature: float = 4.5,
     seed: int = 0,
@@ -179,7 +179,7 @@ def predict_frames(
         given_px = given_px.mean(dim=1, keepdim=True)
     given = tokenizer.encode(given_px.to(next(tokenizer.parameters()).dtype))  # (1, c, h', w')
     labels = None if label is None else torch.tensor([label])
-    kw = sampling_kwargs(lm, steps=steps, cfg=cfg, temperature=temperature, choice_temperature=choice_temperature)
+    kw = sampling_kwargs(lm, steps=steps, guidance=guidance, temperature=temperature, choice_temperature=choice_temperature)
     gen = torch.Generator(device=lm.class_embed.weight.device).manual_seed(seed)
     tokens = lm.generate(labels, num_samples=1, given=given.to(lm.class_embed.weight.device), generator=gen, **kw)
     predicted = decode_to_uint8(tokenizer, tokens.cpu())[0]  # (total h w 3)

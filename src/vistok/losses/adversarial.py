@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vistok.configuration import Config
 from vistok.errors import VistokError
 from vistok.quantizers.distributed import world_size
 
@@ -38,7 +39,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- discriminator
 @dataclass(frozen=True)
-class DiscriminatorConfig:
+class DiscriminatorConfig(Config):
     """Shape of a ``StyleGANDiscriminator3D``.
 
     Attributes:
@@ -69,6 +70,12 @@ class DiscriminatorConfig:
             )
         if not 0 <= self.negative_slope < 1:
             raise VistokError(f"DiscriminatorConfig: negative_slope must be in [0, 1), got {self.negative_slope}")
+
+    family: ClassVar[str] = "discriminator"
+
+    @classmethod
+    def presets(cls) -> dict[str, dict]:
+        return DISCRIMINATOR_PRESETS
 
 
 # Named sizes (DiT-style table). "tiny" runs in milliseconds on a CPU; "magvit2" is the 128x128
@@ -182,9 +189,7 @@ class StyleGANDiscriminator3D(nn.Module):
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> StyleGANDiscriminator3D:
         """A named size from ``DISCRIMINATOR_PRESETS``, with optional field overrides."""
-        if name not in DISCRIMINATOR_PRESETS:
-            raise VistokError(f"unknown discriminator preset {name!r}; choose from {sorted(DISCRIMINATOR_PRESETS)}")
-        return cls(**{**DISCRIMINATOR_PRESETS[name], **overrides})
+        return cls(DiscriminatorConfig.preset(name, overrides))
 
     def forward(self, video: Tensor) -> Tensor:
         """``(b c t h w)`` or ``(b c h w)`` pixels in [-1, 1] -> ``(b,)`` real-vs-fake logits."""

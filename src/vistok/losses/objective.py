@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from vistok.configuration import Config
 from vistok.errors import VistokError
 from vistok.losses.adversarial import LeCAM, hinge_d_loss, hinge_g_loss, ns_d_loss, ns_g_loss, r1_penalty
 from vistok.losses.perceptual import PerceptualLoss
@@ -39,7 +40,7 @@ _GAN_LOSSES = ("hinge", "non_saturating")
 
 
 @dataclass
-class LossConfig:
+class LossConfig(Config):
     """Weights and schedule of the tokenizer objective (defaults: MAGVIT-v2 / MAGVIT).
 
     Attributes:

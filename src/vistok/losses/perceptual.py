@@ -16,8 +16,21 @@ from torch import Tensor, nn
 
 from vistok.errors import VistokError
 from vistok.metrics.perceptual import LPIPS
+from vistok.metrics.store import WEIGHT_SPECS, require_weights
 
-__all__ = ["PerceptualLoss"]
+__all__ = ["PerceptualLoss", "build_perceptual"]
+
+
+def build_perceptual(weights: str | Path | None = None) -> LPIPS:
+    """The LPIPS network of the training objective: ``weights`` names installed weights
+    (``lpips-vgg``, the default, or ``lpips-alex``: ``vistok weights install NAME``) or is a file
+    written by ``LPIPS.save_pretrained``. Missing weights are one error naming the install command."""
+    name = "lpips-vgg" if weights is None else str(weights)
+    if name in WEIGHT_SPECS:
+        if not name.startswith("lpips-"):
+            raise VistokError(f"perceptual_weights: {name} is not an LPIPS network (lpips-vgg or lpips-alex)")
+        return LPIPS.from_pretrained(require_weights(name))
+    return LPIPS.from_pretrained(require_weights("lpips-vgg", path=name))
 
 
 class PerceptualLoss(nn.Module):

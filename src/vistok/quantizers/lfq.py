@@ -22,6 +22,7 @@ entropy is the global batch's.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -185,12 +186,27 @@ class LFQ(Quantizer):
         indices = (positive.long() << self._channel_view(self._shifts, latents.ndim)).sum(dim=1)
         return codes, indices
 
-    def indices_to_codes(self, indices: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-        """``(b, ...)`` integer indices -> ``(b, K, ...)`` codes ``±code_scale``."""
+    def indices_to_codes(
+        self, indices: Tensor, dtype: torch.dtype = torch.float32, *, kept_channels: Sequence[int] | None = None
+    ) -> Tensor:
+        """``(b, ...)`` integer indices -> ``(b, K, ...)`` codes ``±code_scale``.
+
+        ``kept_channels``: when given, every other channel gets ``0`` -- the midpoint of the two
+        codes it could have had, the decoder's least-committal input for a bit that is unknown
+        (what the codec decodes for bits it did not store, and what ``bit_dropout`` trains for).
+        """
         self.check_indices(indices)
         idx = indices.long().unsqueeze(1)
-        bits = (idx >> self._channel_view(self._shifts, idx.ndim)) & 1
-        return (bits.to(dtype) * 2 - 1) * self.code_scale
+        channel = self._channel_view(self._shifts, idx.ndim)
+        codes = (((idx >> channel) & 1).to(dtype) * 2 - 1) * self.code_scale
+        if kept_channels is not None:
+            kept = sorted(set(int(c) for c in kept_channels))
+            if any(not 0 <= c < self.bits for c in kept):
+                raise VistokError(f"kept_channels must lie in [0, {self.bits}), got {kept}")
+            keep = torch.zeros(self.bits, dtype=dtype, device=codes.device)
+            keep[kept] = 1
+            codes = codes * self._channel_view(keep, codes.ndim)
+        return codes
 
     def drop_low_bits(self, codes: Tensor, dropped: Tensor) -> Tensor:
         """Zero the ``dropped[i]`` least significant channels of sample ``i`` of ``codes (b, K, ...)``

@@ -1,9 +1,9 @@
 """Tokenizers behind one interface (:class:`Tokenizer`): MAGVIT-v2 and OmniTokenizer."""
 
-from vistok.tokenizers.base import Tokenizer, TokenizerOutput, split_clip
+from vistok.tokenizers.base import TOKENIZERS, Tokenizer, TokenizerOutput, split_clip
 from vistok.tokenizers.magvit2 import MAGVIT2_PRESETS, Magvit2Config, Magvit2Tokenizer
 from vistok.tokenizers.omni import OMNI_PRESETS, OmniConfig, OmniTokenizer
-from vistok.tokenizers.registry import load_tokenizer, register_tokenizer
+from vistok.tokenizers.registry import load_tokenizer
 
 __all__ = [
     "MAGVIT2_PRESETS",
@@ -12,9 +12,9 @@ __all__ = [
     "Magvit2Tokenizer",
     "OmniConfig",
     "OmniTokenizer",
+    "TOKENIZERS",
     "Tokenizer",
     "TokenizerOutput",
     "load_tokenizer",
-    "register_tokenizer",
     "split_clip",
 ]

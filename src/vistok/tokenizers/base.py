@@ -1,5 +1,6 @@
 """The interface every tokenizer implements, and what they share: input checks, streaming,
-``save_pretrained`` / ``from_pretrained`` (``config.json`` + ``model.safetensors``, never pickle).
+``save_pretrained`` / ``from_pretrained`` (:mod:`vistok.pretrained`: ``config.json`` +
+``model.safetensors``, never pickle), the registry of tokenizer families and the model identity.
 
 Three API levels (as CompressAI keeps them apart):
 
@@ -10,7 +11,6 @@ Three API levels (as CompressAI keeps them apart):
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -19,45 +19,26 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from vistok.configuration import to_dict
 from vistok.errors import VistokError
 from vistok.nn.causal_conv import streaming
+from vistok.pretrained import CONFIG_NAME, WEIGHTS_NAME, ModelRegistry, Pretrained
 from vistok.quantizers.base import Quantizer, QuantizerOutput
+from vistok.quantizers.config import TRAINING_ONLY_FIELDS
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 # Pixels may overshoot [-1, 1] a little after resampling filters; beyond this they are surely
 # in another range (e.g. [0, 255]) and the tokenizer would silently produce garbage.
 RANGE_TOLERANCE = 0.05
 
+#: Tokenizer classes by ``model_type`` (``config.json``); families register with ``@TOKENIZERS.register``.
+TOKENIZERS: ModelRegistry["Tokenizer"] = ModelRegistry("tokenizer model_type")
 
-class PresetConfig:
-    """Mixin for a tokenizer's config dataclass: named presets (``presets()`` -> table) and
-    ``from_dict`` that rejects unknown keys."""
-
-    family: ClassVar[str] = "tokenizer"
-
-    @classmethod
-    def presets(cls) -> dict[str, dict]:
-        raise NotImplementedError
-
-    @classmethod
-    def preset(cls, name: str, **overrides):
-        """A named configuration with keyword overrides."""
-        table = cls.presets()
-        if name not in table:
-            raise VistokError(f"unknown {cls.family} preset {name!r}; choose from {sorted(table)}")
-        return cls(**{**table[name], **overrides})
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise VistokError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
-        return cls(**d)
+# Config fields that never change the function a trained tokenizer computes: the clip size a
+# preset was designed for (informational) and, inside ``quantizer``, the training objective's
+# settings. A model's identity (:meth:`Tokenizer.model_id`) leaves them out.
+INFORMATIONAL_FIELDS = ("frames", "image_size")
 
 
 @dataclass
@@ -84,19 +65,17 @@ class TokenizerOutput:
         return self.quantizer.loss
 
 
-class Tokenizer(nn.Module):
-    """Base class. Subclasses define ``model_type``, ``config_class``, build ``self.encoder``,
-    ``self.quantizer`` and ``self.decoder`` and implement ``encode_latents`` and ``decode``.
+class Tokenizer(Pretrained, nn.Module):
+    """Base class. Subclasses define ``model_type``, ``config_class`` (a :class:`Config` with a
+    ``quantizer`` section), build ``self.encoder``, ``self.quantizer`` and ``self.decoder``,
+    implement ``encode_latents`` and ``decode``, and register with ``@TOKENIZERS.register(...)``.
     Encoder and decoder stream independently, so an encode stream can feed a decode stream."""
 
     model_type: ClassVar[str] = ""
     config_class: ClassVar[type] = object
+    saved_what: ClassVar[str] = "tokenizer"
     # True when some batches leave parameters without gradients (read by the trainer's DDP wrap).
     ddp_find_unused_parameters: ClassVar[bool] = False
-    # Config fields that only shape training (the network computes the same function whatever their
-    # value) and were added after model ids were first recorded: left out of :meth:`model_id`, so
-    # the ids of saved models and the files that name them do not change.
-    identity_exclude: ClassVar[tuple[str, ...]] = ("bit_dropout",)
     encoder: nn.Module
     quantizer: Quantizer
     decoder: nn.Module
@@ -249,52 +228,45 @@ class Tokenizer(nn.Module):
             for codes in code_chunks:
                 yield self.decode(codes.to(dtype))
 
-    # -- persistence ------------------------------------------------------------------------------
+    # -- persistence (save_pretrained / from_pretrained come from Pretrained) -------------------------
 
-    def config_dict(self) -> dict:
-        return {"model_type": self.model_type, "config": dataclasses.asdict(self.config)}
-
-    def save_pretrained(self, directory: str | Path, *, weight_dtype: torch.dtype | None = None) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed).
-
-        ``weight_dtype`` (e.g. ``torch.float16``) stores floating-point weights at that precision
-        (half the file); they are loaded back into the model's own dtype. The recorded model id is
-        that of the stored weights.
-        """
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            k: (v.to(weight_dtype) if weight_dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
-            for k, v in self.state_dict().items()
-        }
-        tmp = d / (WEIGHTS_NAME + ".tmp")
-        save_file(tensors, str(tmp), metadata={"model_type": self.model_type})
-        tmp.replace(d / WEIGHTS_NAME)
-        meta = self.config_dict()
-        meta["vistok_version"] = _version()
-        meta["model_id"] = self.model_id(weight_dtype=weight_dtype)
-        (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        return d
+    def extra_metadata(self, weight_dtype: torch.dtype | None) -> dict:
+        return {"model_id": self.model_id(weight_dtype=weight_dtype)}
 
     @classmethod
-    def from_config_dict(cls, meta: dict) -> "Tokenizer":
-        cfg = cls.config_class.from_dict(meta["config"])
-        return cls(cfg)
+    def resolve_dir(cls, path_or_name: str | Path) -> Path:
+        from vistok.tokenizers.registry import resolve_model_dir
 
-    def load_weights(self, path: str | Path) -> None:
-        state = load_file(str(path))
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise VistokError(
-                f"weights in {path} do not match the config: missing {sorted(missing)[:5]}, "
-                f"unexpected {sorted(unexpected)[:5]}"
-            )
+        return resolve_model_dir(path_or_name)
+
+    @classmethod
+    def class_for(cls, meta: dict, config: Any, source: Path) -> type:
+        found = TOKENIZERS.get(meta["model_type"], where=str(source / CONFIG_NAME))
+        if not issubclass(found, cls):
+            raise VistokError(f"{source} holds a {meta['model_type']!r} tokenizer, not a {cls.model_type!r} one")
+        return found
+
+    @classmethod
+    def config_from_meta(cls, meta: dict, source: Path) -> Any:
+        found = TOKENIZERS.get(meta["model_type"], where=str(source / CONFIG_NAME))
+        try:
+            return found.config_class.from_dict(meta["config"])
+        except VistokError as e:
+            raise VistokError(f"{source / CONFIG_NAME}: {e}") from None
+
+    def identity_config(self) -> dict:
+        """The config as far as it decides the function the network computes (see
+        :data:`INFORMATIONAL_FIELDS` and :data:`vistok.quantizers.config.TRAINING_ONLY_FIELDS`)."""
+        cfg = {k: v for k, v in to_dict(self.config).items() if k not in INFORMATIONAL_FIELDS}
+        if isinstance(cfg.get("quantizer"), dict):
+            cfg["quantizer"] = {k: v for k, v in cfg["quantizer"].items() if k not in TRAINING_ONLY_FIELDS}
+        return cfg
 
     def model_id(self, *, weight_dtype: torch.dtype | None = None) -> str:
-        """Hex SHA-256 of the config and every weight (as float32): the identity a compressed file
-        records. ``weight_dtype``: the id the weights will have once rounded to that dtype."""
-        meta = self.config_dict()
-        meta["config"] = {k: v for k, v in meta["config"].items() if k not in self.identity_exclude}
+        """Hex SHA-256 of the identity config and every weight (as float32): the identity a token or
+        compressed file records. ``weight_dtype``: the id the weights will have once rounded to
+        that dtype."""
+        meta = {"model_type": self.model_type, "config": self.identity_config()}
         h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
         for k, v in sorted(self.state_dict().items()):
             v = v.detach().cpu()
@@ -316,7 +288,3 @@ def split_clip(video: Tensor, chunk_frames: int, temporal_compression: int = 4) 
         yield video[:, :, start : start + chunk_frames]
 
 
-def _version() -> str:
-    from vistok import __version__
-
-    return __version__

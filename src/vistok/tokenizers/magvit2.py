@@ -16,7 +16,7 @@ residual block and depth-to-space up-sampling.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch.nn.functional as F
@@ -27,14 +27,16 @@ from vistok.nn.blocks import AdaptiveResBlock, ResBlock
 from vistok.nn.causal_conv import CausalConv3d, StreamingModule
 from vistok.nn.norms import AdaptiveGroupNorm, FrameGroupNorm
 from vistok.nn.resample import DepthToSpaceUpsample, Downsample
-from vistok.quantizers.lfq import LFQ, EntropyWeightSchedule
-from vistok.tokenizers.base import PresetConfig, Tokenizer
+from vistok.configuration import Config
+from vistok.quantizers.config import QuantizerConfig, build_quantizer, upgrade_quantizer_keys
+from vistok.tokenizers.base import TOKENIZERS, Tokenizer
 
 
 @dataclass
-class Magvit2Config(PresetConfig):
+class Magvit2Config(Config):
     """Architecture and quantizer settings. ``temporal_downsample[i]`` says whether the transition
-    after stage ``i`` also halves time (MAGVIT-v2 down-samples time only in the later stages)."""
+    after stage ``i`` also halves time (MAGVIT-v2 down-samples time only in the later stages).
+    ``quantizer``: the bottleneck (always LFQ here: ``bits`` channels, 2^bits tokens)."""
 
     in_channels: int = 3
     base_channels: int = 128
@@ -42,21 +44,14 @@ class Magvit2Config(PresetConfig):
     num_res_blocks: int = 4
     temporal_downsample: tuple[bool, ...] = (False, True, True)
     norm_groups: int = 32
-    bits: int = 18
-    entropy_temperature: float = 0.01
-    commitment_weight: float = 0.25
-    entropy_weight: float = 0.1
-    bit_dropout: float = 0.0  # training: chance of zeroing a random number of low bits (see LFQ)
-    entropy_anneal_factor: float = 3.0
-    entropy_anneal_steps: int = 2000
-    diversity_weight: float = 1.0
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     # the training clip size this preset was designed for (informational; any valid size works)
     frames: int = 17
     image_size: int = 128
 
+    family: ClassVar[str] = "MAGVIT-v2"
+
     def __post_init__(self):
-        self.channel_multipliers = tuple(int(m) for m in self.channel_multipliers)
-        self.temporal_downsample = tuple(bool(x) for x in self.temporal_downsample)
         if not self.channel_multipliers or any(m < 1 for m in self.channel_multipliers):
             raise VistokError(f"channel_multipliers must be positive, got {self.channel_multipliers}")
         if len(self.temporal_downsample) != len(self.channel_multipliers) - 1:
@@ -66,10 +61,13 @@ class Magvit2Config(PresetConfig):
             )
         if self.base_channels < 1 or self.num_res_blocks < 0 or self.in_channels < 1:
             raise VistokError("base_channels and in_channels must be >= 1, num_res_blocks >= 0")
-        if not 1 <= self.bits <= 30:
-            raise VistokError(f"bits must be in [1, 30], got {self.bits}")
+        if self.norm_groups < 1 or any((self.base_channels * m) % self.norm_groups for m in self.channel_multipliers):
+            raise VistokError(f"norm_groups ({self.norm_groups}) must divide every stage's width "
+                              f"({[self.base_channels * m for m in self.channel_multipliers]})")
+        if self.quantizer.kind != "lfq":
+            raise VistokError(f"MAGVIT-v2 uses lookup-free quantization: quantizer.kind must be 'lfq', got {self.quantizer.kind!r}")
 
-    family: ClassVar[str] = "MAGVIT-v2"
+    upgrade_dict = staticmethod(upgrade_quantizer_keys)
 
     @classmethod
     def presets(cls) -> dict[str, dict]:
@@ -84,7 +82,7 @@ MAGVIT2_PRESETS: dict[str, dict] = {
         channel_multipliers=(1, 2, 2, 2),
         num_res_blocks=1,
         norm_groups=8,
-        entropy_anneal_steps=200,
+        quantizer=dict(entropy_anneal_steps=200),
         frames=17,
         image_size=64,
     ),
@@ -119,7 +117,7 @@ class Magvit2Encoder(nn.Module):
                 blocks.append(Downsample(ch, ch, temporal=cfg.temporal_downsample[i]))
             self.stages.append(nn.Sequential(*blocks))
         self.norm_out = FrameGroupNorm(ch, g)
-        self.conv_out = CausalConv3d(ch, cfg.bits, 1)
+        self.conv_out = CausalConv3d(ch, cfg.quantizer.bits, 1)
 
     def forward(self, video: Tensor) -> Tensor:
         """``(b c t h w) -> (b K t' h' w')``."""
@@ -133,7 +131,7 @@ class Magvit2Decoder(StreamingModule):
     def __init__(self, cfg: Magvit2Config):
         super().__init__()
         chans = [cfg.base_channels * m for m in cfg.channel_multipliers]
-        g, k = cfg.norm_groups, cfg.bits
+        g, k = cfg.norm_groups, cfg.quantizer.bits
         self.conv_in = CausalConv3d(k, chans[-1], 3)
         # Stages run from the coarsest; each ends (except the last) with an up-sampler that mirrors
         # the encoder's down-sampler at the same resolution.
@@ -182,6 +180,7 @@ class Magvit2Decoder(StreamingModule):
         return self.conv_out(x)
 
 
+@TOKENIZERS.register("magvit2")
 class Magvit2Tokenizer(Tokenizer):
     """MAGVIT-v2: ``video (b 3 t h w)`` in [-1, 1], ``t = 1 + 4k`` -> ``indices (b 1+k h/8 w/8)``.
 
@@ -199,16 +198,7 @@ class Magvit2Tokenizer(Tokenizer):
         super().__init__(config or Magvit2Config())
         cfg = self.config
         self.encoder = Magvit2Encoder(cfg)
-        self.quantizer = LFQ(
-            bits=cfg.bits,
-            entropy_temperature=cfg.entropy_temperature,
-            commitment_weight=cfg.commitment_weight,
-            bit_dropout=cfg.bit_dropout,
-            entropy_schedule=EntropyWeightSchedule(
-                weight=cfg.entropy_weight, start_factor=cfg.entropy_anneal_factor, steps=cfg.entropy_anneal_steps
-            ),
-            diversity_weight=cfg.diversity_weight,
-        )
+        self.quantizer = build_quantizer(cfg.quantizer)
         self.decoder = Magvit2Decoder(cfg)
 
     @property

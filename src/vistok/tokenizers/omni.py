@@ -16,13 +16,13 @@ Causality: patches never straddle latent frames and temporal attention is causal
 video's first frame). Encoder and decoder stream exactly (temporal attention keeps past keys and
 values).
 
-Bottleneck (``bottleneck``): ``"vq"`` (l2-normalized codebook, 8192 codes, as the paper), ``"kl"``
+Bottleneck (``quantizer.kind``): ``"vq"`` (l2-normalized codebook, 8192 codes, as the paper), ``"kl"``
 (Gaussian latent; no tokens) or ``"lfq"`` -- the quantizers of :mod:`vistok.quantizers`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -32,21 +32,18 @@ from torch import Tensor, nn
 from vistok.errors import VistokError
 from vistok.nn.attention import SpaceTimeBlock
 from vistok.nn.causal_conv import StreamingModule
-from vistok.quantizers.kl import KL
-from vistok.quantizers.lfq import LFQ, EntropyWeightSchedule
-from vistok.quantizers.vq import VQ
-from vistok.tokenizers.base import PresetConfig, Tokenizer
-
-BOTTLENECKS = ("vq", "kl", "lfq")
+from vistok.configuration import Config
+from vistok.quantizers.config import QuantizerConfig, build_quantizer, upgrade_quantizer_keys
+from vistok.tokenizers.base import TOKENIZERS, Tokenizer
 
 
 @dataclass
-class OmniConfig(PresetConfig):
+class OmniConfig(Config):
     """Architecture and bottleneck. ``spatial_window``: side of the attention windows in latent
     tokens (0 = whole frame); ``encoder_windows`` / ``decoder_windows``: one window per block,
     overriding ``spatial_window`` (empty: ``spatial_window`` everywhere); ``temporal_window``:
-    latent frames a frame attends to, itself included (0 = all past frames). ``latent_dim``: code
-    channels (VQ codebook dimension, KL channels; LFQ uses ``bits``)."""
+    latent frames a frame attends to, itself included (0 = all past frames). Code
+    channels: ``quantizer.code_dim`` (VQ codebook dimension, KL channels; LFQ uses ``quantizer.bits``)."""
 
     in_channels: int = 3
     patch_size: int = 8
@@ -60,24 +57,13 @@ class OmniConfig(PresetConfig):
     encoder_windows: tuple[int, ...] = ()
     decoder_windows: tuple[int, ...] = ()
     temporal_window: int = 0
-    bottleneck: str = "vq"
-    latent_dim: int = 8
-    codebook_size: int = 8192
-    commitment_weight: float = 0.25
-    vq_ema: bool = True
-    kl_weight: float = 1e-6
-    bits: int = 18
-    entropy_weight: float = 0.1
-    bit_dropout: float = 0.0  # LFQ training: chance of zeroing a random number of low bits (see LFQ)
-    entropy_anneal_factor: float = 3.0  # LFQ entropy weight starts at this multiple ...
-    entropy_anneal_steps: int = 2000  # ... and reaches entropy_weight after this many steps
+    # the bottleneck: VQ 8192 x 8 by default (the paper), or quantizer.kind "kl" / "lfq"
+    quantizer: QuantizerConfig = field(default_factory=lambda: QuantizerConfig(kind="vq"))
     frames: int = 17
     image_size: int = 128
 
     def __post_init__(self):
-        if self.bottleneck not in BOTTLENECKS:
-            raise VistokError(f"bottleneck must be one of {BOTTLENECKS}, got {self.bottleneck!r}")
-        for name in ("in_channels", "patch_size", "temporal_patch", "dim", "heads", "latent_dim", "codebook_size"):
+        for name in ("in_channels", "patch_size", "temporal_patch", "dim", "heads"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise VistokError(f"{name} must be a positive integer, got {v!r}")
@@ -95,10 +81,17 @@ class OmniConfig(PresetConfig):
                 raise VistokError(
                     f"{name}_windows needs one window >= 0 per {name} block ({name}_depth = {depth}), got {list(windows)}"
                 )
-        if not 1 <= self.bits <= 30:
-            raise VistokError(f"bits must be in [1, 30], got {self.bits}")
 
     family: ClassVar[str] = "OmniTokenizer"
+
+    @staticmethod
+    def upgrade_dict(data: dict) -> dict:
+        """Older files spell the bottleneck flat (``bottleneck``, ``latent_dim``, ...). A quantizer
+        section that names no ``kind`` means OmniTokenizer's default, VQ."""
+        data = upgrade_quantizer_keys(data)
+        if isinstance(data.get("quantizer"), dict) and "kind" not in data["quantizer"]:
+            data["quantizer"] = {"kind": "vq", **data["quantizer"]}
+        return data
 
     @classmethod
     def presets(cls) -> dict[str, dict]:
@@ -117,7 +110,8 @@ OMNI_PRESETS: dict[str, dict] = {
     # feed-forwards of ratio 4 (same parameters, about 51 M). Untrained here (GPU work).
     "omni-paper": dict(
         dim=512, heads=8, encoder_depth=4, decoder_depth=4, mlp_ratio=8.0, spatial_window=8,
-        encoder_windows=(0, 0, 8, 8), decoder_windows=(0, 0, 0, 0), commitment_weight=1.0, frames=17, image_size=256,
+        encoder_windows=(0, 0, 8, 8), decoder_windows=(0, 0, 0, 0), quantizer=dict(commitment_weight=1.0), frames=17,
+        image_size=256,
     ),
 }
 
@@ -203,6 +197,7 @@ class OmniDecoder(_FirstChunk):
         return torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
 
 
+@TOKENIZERS.register("omni")
 class OmniTokenizer(Tokenizer):
     """OmniTokenizer: ``video (b 3 t h w)`` in [-1, 1], ``t = 1 + 4k`` -> ``indices (b 1+k h/8 w/8)``.
 
@@ -217,22 +212,11 @@ class OmniTokenizer(Tokenizer):
     config_class = OmniConfig
     # Image batches (1 frame) use only the first-frame embedding and head, not the 4-frame ones.
     ddp_find_unused_parameters = True
-    # training-only settings added after OmniTokenizer ids were first recorded (see Tokenizer)
-    identity_exclude = ("bit_dropout", "entropy_anneal_factor", "entropy_anneal_steps")
 
     def __init__(self, config: OmniConfig | None = None):
         super().__init__(config or OmniConfig())
         cfg = self.config
-        if cfg.bottleneck == "vq":
-            self.quantizer = VQ(cfg.latent_dim, cfg.codebook_size, l2_normalize=True, ema=cfg.vq_ema,
-                                commitment_weight=cfg.commitment_weight)
-        elif cfg.bottleneck == "kl":
-            self.quantizer = KL(cfg.latent_dim, kl_weight=cfg.kl_weight)
-        else:
-            self.quantizer = LFQ(bits=cfg.bits, commitment_weight=cfg.commitment_weight, bit_dropout=cfg.bit_dropout,
-                                 entropy_schedule=EntropyWeightSchedule(weight=cfg.entropy_weight,
-                                                                        start_factor=cfg.entropy_anneal_factor,
-                                                                        steps=cfg.entropy_anneal_steps))
+        self.quantizer = build_quantizer(cfg.quantizer)
         self.encoder = OmniEncoder(cfg, self.quantizer.dim)
         self.decoder = OmniDecoder(cfg, self.quantizer.code_dim)
         self.encoder.apply(_init)

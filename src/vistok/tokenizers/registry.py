@@ -1,19 +1,20 @@
-"""Find a tokenizer class by its ``model_type`` and load saved tokenizers (or the shipped default)."""
+"""Find tokenizers: classes by ``model_type`` (:data:`TOKENIZERS`), shipped checkpoints by name,
+saved models by folder, and a saved model by the id a token or ``.vtok`` file records."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from vistok.errors import VistokError
-from vistok.tokenizers.base import CONFIG_NAME, WEIGHTS_NAME, Tokenizer
+from vistok.pretrained import CONFIG_NAME, read_config_json, resolve_run_dir
+from vistok.tokenizers.base import TOKENIZERS, Tokenizer
 from vistok.tokenizers.magvit2 import Magvit2Tokenizer
 from vistok.tokenizers.omni import OmniTokenizer
 
-TOKENIZER_CLASSES: dict[str, type[Tokenizer]] = {
-    Magvit2Tokenizer.model_type: Magvit2Tokenizer,
-    OmniTokenizer.model_type: OmniTokenizer,
-}
+# The families every install knows register themselves with TOKENIZERS when imported (above).
+__all__ = ["Magvit2Tokenizer", "OmniTokenizer", "TOKENIZERS", "SHIPPED_MODELS",
+           "load_tokenizer", "resolve_model_dir", "shipped_model_dir", "candidate_model_dirs", "find_model_dir"]
 
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL_DIR = _ASSETS / "default-tokenizer"
@@ -23,11 +24,6 @@ SHIPPED_MODELS: dict[str, Path] = {
     # `default` fine-tuned for the codec (bit dropout + MS-SSIM term): `vistok compress tiny-codec ...`
     "tiny-codec": _ASSETS / "tiny-codec-tokenizer",
 }
-
-
-def register_tokenizer(cls: type[Tokenizer]) -> type[Tokenizer]:
-    TOKENIZER_CLASSES[cls.model_type] = cls
-    return cls
 
 
 def shipped_model_dir(path_or_name: str | Path) -> Path | None:
@@ -46,31 +42,44 @@ def resolve_model_dir(path_or_name: str | Path) -> Path:
         if not (d / CONFIG_NAME).is_file():
             raise VistokError(f"the shipped tokenizer {str(path_or_name)!r} is missing from {d} (a broken install?)")
         return d
-    d = Path(path_or_name)
-    if (d / "model" / CONFIG_NAME).is_file() and not (d / CONFIG_NAME).is_file():
-        d = d / "model"
-    if not d.is_dir():
-        raise VistokError(f"model directory {d} does not exist (expected a folder written by save_pretrained)")
-    if not (d / CONFIG_NAME).is_file() or not (d / WEIGHTS_NAME).is_file():
-        raise VistokError(f"{d} is not a saved tokenizer: expected {CONFIG_NAME} and {WEIGHTS_NAME} inside")
-    return d
+    return resolve_run_dir(path_or_name, "tokenizer")
 
 
 def load_tokenizer(path_or_name: str | Path, *, map_location: str = "cpu") -> Tokenizer:
     """Rebuild a tokenizer from ``config.json`` and load ``model.safetensors`` (no pickle)."""
-    d = resolve_model_dir(path_or_name)
-    try:
-        meta = json.loads((d / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise VistokError(f"cannot read {d / CONFIG_NAME}: {e}") from None
-    model_type = meta.get("model_type") if isinstance(meta, dict) else None
-    if model_type not in TOKENIZER_CLASSES:
-        raise VistokError(f"{d / CONFIG_NAME}: unknown model_type {model_type!r}; known: {sorted(TOKENIZER_CLASSES)}")
-    tok = TOKENIZER_CLASSES[model_type].from_config_dict(meta)
-    try:
-        tok.load_weights(d / WEIGHTS_NAME)
-    except VistokError:
-        raise
-    except Exception as e:  # safetensors raises its own error types on corrupt files
-        raise VistokError(f"cannot load weights {d / WEIGHTS_NAME}: {e}") from None
-    return tok.to(map_location).eval()
+    return Tokenizer.from_pretrained(path_or_name, map_location=map_location)
+
+
+def candidate_model_dirs(models: Iterable[str | Path] = ()) -> Iterator[Path]:
+    """Saved-model folders to search: each of ``models`` (a saved model, a run folder, or a folder
+    whose sub-folders are saved models), then the shipped models; each folder once."""
+    seen: set[Path] = set()
+    found: list[Path] = []
+    for m in models:
+        d = shipped_model_dir(m) or Path(m)
+        if (d / CONFIG_NAME).is_file():
+            found.append(d)
+        elif (d / "model" / CONFIG_NAME).is_file():
+            found.append(d / "model")
+        elif d.is_dir():
+            found.extend(sorted(p.parent for p in d.glob(f"*/{CONFIG_NAME}")))
+    found += [d for d in SHIPPED_MODELS.values() if (d / CONFIG_NAME).is_file()]
+    for d in found:
+        key = d.resolve()
+        if key not in seen:
+            seen.add(key)
+            yield d
+
+
+def find_model_dir(id_prefix: str, models: Iterable[str | Path] = ()) -> Iterator[Path]:
+    """Folders among :func:`candidate_model_dirs` whose ``config.json`` records a model id starting
+    with ``id_prefix`` (or records none); unreadable folders are skipped."""
+    prefix = id_prefix.lower()
+    for d in candidate_model_dirs(models):
+        try:
+            recorded = read_config_json(d).get("model_id")
+        except VistokError:
+            continue
+        if isinstance(recorded, str) and not recorded.lower().startswith(prefix):
+            continue
+        yield d

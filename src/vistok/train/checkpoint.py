@@ -8,7 +8,6 @@ intact. It is read back with ``torch.load(weights_only=True)``: tensors and plai
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vistok.atomic import atomic_output
 from vistok.errors import VistokError
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -42,11 +42,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    with atomic_output(path) as tmp:  # a kill or a full disk mid-write leaves the previous one intact
+        torch.save(state, tmp)
     return path
 
 

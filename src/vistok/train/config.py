@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from vistok.configuration import apply_overrides, from_dict, load_yaml, parse_override, to_dict
+from vistok.configuration import Config, apply_overrides, from_dict, load_yaml, merge, parse_override, to_dict
 from vistok.errors import VistokError
+from vistok.losses.adversarial import DiscriminatorConfig
 from vistok.losses.objective import LossConfig
+from vistok.tokenizers.registry import TOKENIZERS
+from vistok.train.loop import OptimConfig, check_loop_settings
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Config):
     """Where clips come from and how they are cut.
 
     ``path``: a folder of videos and/or images, one media file, or a folder of ``.tar`` shards;
@@ -32,23 +36,30 @@ class DataConfig:
     num_workers: int = 0
     cache: bool = True
 
+    def __post_init__(self):
+        if self.batch_size < 1 or self.image_batch_size < 1 or self.frames < 1 or self.size < 8:
+            raise VistokError("data.batch_size, data.image_batch_size, data.frames >= 1 and data.size >= 8 required")
+        if self.frame_stride < 1 or self.num_workers < 0:
+            raise VistokError(f"data.frame_stride must be >= 1 and data.num_workers >= 0, got {self.frame_stride}, {self.num_workers}")
+        if not 0.0 <= self.image_fraction <= 1.0:
+            raise VistokError(f"data.image_fraction must be in [0, 1], got {self.image_fraction}")
+
 
 @dataclass
-class OptimConfig:
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
-    schedule: str = "cosine"  # or "constant"
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    accumulate: int = 1
+class TokenizerOptimConfig(OptimConfig):
+    """The shared optimizer settings, plus the discriminator's (GAN training)."""
+
     disc_lr: float = 1e-4
     disc_betas: tuple[float, float] = (0.0, 0.99)
 
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.disc_lr > 0 or len(self.disc_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.disc_betas):
+            raise VistokError(f"optim.disc_lr must be > 0 and optim.disc_betas in [0, 1), got {self.disc_lr}, {self.disc_betas}")
+
 
 @dataclass
-class StageConfig:
+class StageConfig(Config):
     """One stage of progressive training (OmniTokenizer): ``steps`` steps whose data settings are
     the run's ``data`` with ``data`` here overriding them -- e.g. ``{image_fraction: 1.0}`` for the
     image-only stage, then ``{image_fraction: 0.5}`` for joint image + video training of the same
@@ -60,25 +71,32 @@ class StageConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
+    """A tokenizer training run. ``model_type`` names the tokenizer family, ``preset`` its size, and
+    ``model`` overrides that preset's fields -- validated against the family's config class (typed,
+    unknown keys refused) as soon as this config is built. ``discriminator``: a ``preset`` name
+    (``tiny``, ``small``, ``magvit2``) and overrides of its fields, validated likewise."""
+
     model_type: str = "magvit2"
     preset: str = "tiny"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the model preset
     data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: TokenizerOptimConfig = field(default_factory=TokenizerOptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     discriminator: dict[str, Any] = field(default_factory=dict)
-    perceptual_weights: str | None = None  # LPIPS/VGG weights file; perceptual loss off if None
+    # LPIPS weights for loss.perceptual_weight > 0: an installed name (lpips-vgg, the default when
+    # unset; lpips-alex) or a file written by LPIPS.save_pretrained
+    perceptual_weights: str | None = None
     # Total optimizer steps. Unset: 1000, or with ``stages`` their sum. Set with stages (``--steps``):
     # the stages are rescaled to that total, keeping their proportions (see ``_fit_stages``).
     steps: int | None = None
     seed: int = 0
-    precision: str = "fp32"  # or "bf16" (autocast)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast
     ema_decay: float = 0.999
     log_every: int = 10
     image_every: int = 100
     checkpoint_every: int = 100
-    distributed: str = "ddp"  # or "fsdp"
+    distributed: Literal["ddp", "fsdp"] = "ddp"
     device: str | None = None
     # Progressive training: when set, the run is these stages in order and ``steps`` is their sum.
     stages: list[StageConfig] = field(default_factory=list)
@@ -97,32 +115,26 @@ class TrainConfig:
             self.steps = sum(st.steps for st in self.stages)
         elif self.steps is None:
             self.steps = 1000
-        if self.precision not in ("fp32", "bf16"):
-            raise VistokError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
-        if self.distributed not in ("ddp", "fsdp"):
-            raise VistokError(f"distributed must be 'ddp' or 'fsdp', got {self.distributed!r}")
-        if self.steps < 1:
-            raise VistokError(f"steps must be >= 1, got {self.steps}")
-        for name in ("log_every", "image_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise VistokError(f"{name} must be >= 1")
-        if self.optim.accumulate < 1:
-            raise VistokError("optim.accumulate must be >= 1")
-        if self.optim.schedule not in ("cosine", "constant"):
-            raise VistokError(f"optim.schedule must be 'cosine' or 'constant', got {self.optim.schedule!r}")
-        d = self.data
-        if d.batch_size < 1 or d.image_batch_size < 1 or d.frames < 1 or d.size < 8:
-            raise VistokError("data.batch_size, data.image_batch_size, data.frames >= 1 and data.size >= 8 required")
-        if not 0.0 <= d.image_fraction <= 1.0:
-            raise VistokError(f"data.image_fraction must be in [0, 1], got {d.image_fraction}")
+        check_loop_settings(self)
+        if self.image_every < 1:
+            raise VistokError(f"image_every must be >= 1, got {self.image_every}")
+        self.tokenizer_config()  # unknown or ill-typed model.* keys fail here, not mid-run
+        self.discriminator_config()
+
+    def tokenizer_config(self):
+        """The tokenizer's typed config: the ``preset`` of ``model_type`` with ``model`` laid over it."""
+        cls = TOKENIZERS.get(self.model_type, where="model_type")
+        return cls.config_class.preset(self.preset, self.model, prefix="model.")
+
+    def discriminator_config(self) -> DiscriminatorConfig:
+        d = dict(self.discriminator)
+        return DiscriminatorConfig.preset(d.pop("preset", "small"), d, prefix="discriminator.")
 
 
 def _fit_stages(stages: list[StageConfig], total: int) -> list[StageConfig]:
     """``stages`` rescaled to ``total`` steps in the same proportions (boundaries rounded, every
     stage at least one step), so ``vistok train omni-tiny --steps 40`` trains 20 image-only steps
     then 20 joint ones instead of silently training the preset's 300."""
-    import dataclasses
-
     if total < len(stages):
         raise VistokError(f"steps={total} cannot hold the {len(stages)} training stages (at least one step each)")
     lengths = [st.steps for st in stages]
@@ -143,8 +155,6 @@ def stage_data(cfg: "TrainConfig", index: int) -> DataConfig:
 
 def stage_plan(cfg: "TrainConfig") -> list[tuple[int, int, "TrainConfig"]]:
     """``[(first step, end step, config of that stage)]``; one entry for a run without stages."""
-    import dataclasses
-
     if not cfg.stages:
         return [(0, cfg.steps, cfg)]
     plan, start = [], 0
@@ -225,7 +235,7 @@ def load_train_config(name_or_path: str | Path, overrides: list[str] | None = No
         if base is not None and base not in TRAIN_PRESETS:
             raise VistokError(f"{text}: unknown base preset {base!r}; choose from {sorted(TRAIN_PRESETS)}")
         layers += [set(TRAIN_PRESETS[base]) if base else set(), set(raw)]
-        data = _merge(dict(TRAIN_PRESETS[base]) if base else {}, raw)
+        data = merge(dict(TRAIN_PRESETS[base]) if base else {}, raw)
     else:
         raise VistokError(f"{text!r} is neither a training preset ({', '.join(sorted(TRAIN_PRESETS))}) nor a YAML file")
     data = apply_overrides(data, overrides or [])
@@ -234,14 +244,3 @@ def load_train_config(name_or_path: str | Path, overrides: list[str] | None = No
     if data.get("stages") and last["steps"] < last["stages"]:
         data.pop("steps", None)  # an earlier layer's length gives way to the stages set after it
     return from_dict(TrainConfig, data)
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def config_to_dict(cfg: TrainConfig) -> dict:
-    return to_dict(cfg)

@@ -75,14 +75,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= dist.get_world_size()
-    return value
-
-
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True if ``flag`` is true on any rank (every rank must call this)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
