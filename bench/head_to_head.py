@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 from vistok.data.samples import heldout_clip, heldout_images
-from vistok.reconstruct import iter_input_chunks, plan_media, reconstruct_file
+from vistok.pipelines.reconstruct import iter_input_chunks, plan_media, reconstruct_file
 from vistok.tokenizers.registry import load_tokenizer
 from vistok.train.config import load_train_config
 from vistok.train.logging import read_metrics
-from vistok.train.pictures import comparison_grid
+from vistok.pictures import comparison_grid
 from vistok.train.trainer import train
 
 MODELS = {"magvit2-tiny": ("tiny", []), "omni-tiny": ("omni-tiny", ["stages=[]"])}

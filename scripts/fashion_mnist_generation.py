@@ -51,7 +51,7 @@ def stage_tokenizer(out: Path, data: Path) -> Path:
 def stage_tokens(out: Path, data: Path, model_dir: Path) -> dict:
     from vistok.data.labelled import open_labelled
     from vistok.generate.data import save_token_set
-    from vistok.tokenize_dataset import tokenize_labelled
+    from vistok.pipelines.encode_set import tokenize_labelled
     from vistok.tokenizers.registry import load_tokenizer
 
     stats_path = out / "tokens.json"

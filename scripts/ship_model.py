@@ -21,7 +21,7 @@ import torch
 
 import vistok
 from vistok.data.samples import heldout_clip, training_files
-from vistok.reconstruct import reconstruct_file
+from vistok.pipelines.reconstruct import reconstruct_file
 from vistok.tokenizers.registry import SHIPPED_MODELS
 from vistok.train.logging import read_metrics
 

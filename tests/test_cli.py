@@ -9,7 +9,7 @@ import torch
 import vistok
 from vistok.cli import main
 from vistok.data import probe_video, read_image, read_video
-from vistok.reconstruct import load_tokens
+from vistok.files import load_tokens
 from vistok.tokenizers import Magvit2Config, Magvit2Tokenizer
 
 from conftest import TINY_MODEL, tiny_train_overrides

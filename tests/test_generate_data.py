@@ -8,7 +8,7 @@ import torch
 
 from vistok.errors import VistokError
 from vistok.generate.data import load_token_files, load_token_set, open_token_data, save_token_set
-from vistok.reconstruct import save_tokens
+from vistok.files import save_tokens
 
 META = {"model_id": "tok-a", "vocab_size": 1024, "class_names": ["shirt", "shoe", "bag"], "kind": "image"}
 

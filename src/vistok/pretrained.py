@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vistok import __version__
 from vistok.atomic import atomic_output, atomic_write_text
 from vistok.configuration import to_dict
 from vistok.errors import VistokError
@@ -175,8 +176,6 @@ class Pretrained:
 
         ``weight_dtype`` (e.g. ``torch.float16``) stores floating-point weights at that precision
         (half the file); they are loaded back into the model's own dtype."""
-        from vistok import __version__
-
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tensors = {

@@ -334,7 +334,7 @@ def iter_compress(
 
     ``pieces``: ``(1 c t h w)`` pixel pieces of one ``frames x height x width`` clip in [-1, 1] as
     the tokenizer streams them: the first with ``1 + T k`` frames, then multiples of ``T`` (e.g.
-    :func:`vistok.tokenizers.base.split_clip` or ``vistok.reconstruct.iter_input_chunks``). Their
+    :func:`vistok.tokenizers.base.split_clip` or ``vistok.pipelines.reconstruct.iter_input_chunks``). Their
     tokens are regrouped into the file's chunks (``chunk_frames``, see :func:`make_header`), so
     memory holds one piece of pixels and one chunk of tokens.
     """

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from vistok.codec.container import CODER_CONTEXT, CODER_STATIC, VistokFormatError
+from vistok.codec.container import CODER_CONTEXT, CODER_IDS, CODER_STATIC, VistokFormatError
+from vistok.errors import VistokError
 
 PROB_BITS = 16
 PROB_ONE = 1 << PROB_BITS
@@ -347,12 +348,8 @@ MODELS = {CODER_STATIC: StaticBitModel, CODER_CONTEXT: ContextBitModel}
 
 def get_model(coder: int | str):
     """The entropy model for a header's coder id, or by name (``"static"``, ``"context"``)."""
-    from vistok.codec.container import CODER_IDS
-
     if isinstance(coder, str):
         if coder not in CODER_IDS:
-            from vistok.errors import VistokError
-
             raise VistokError(f"unknown entropy model {coder!r}; choose from {sorted(CODER_IDS)}")
         coder = CODER_IDS[coder]
     return MODELS[coder]()

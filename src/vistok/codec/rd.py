@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from functools import cached_property
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -95,7 +96,7 @@ def quality(original: np.ndarray, decoded: np.ndarray, lpips=None) -> dict[str, 
     b = torch.from_numpy(decoded).permute(0, 3, 1, 2).float() / 127.5 - 1
     out: dict[str, float | None] = {"ssim": None, "ms_ssim": None}
     out.update({k: float(v.mean()) for k, v in frame_quality(a, b).items()})
-    if lpips is not None and min(a.shape[-2:]) >= 16:
+    if lpips is not None and min(a.shape[-2:]) >= getattr(lpips, "min_size", 16):
         with torch.no_grad():
             out["lpips"] = float(torch.cat([lpips(a[i : i + 8], b[i : i + 8]) for i in range(0, len(a), 8)]).mean())
     return out
@@ -234,6 +235,44 @@ def verdict(codec_points: list[RDPoint], point: RDPoint, metric: str) -> str | N
 WINS = ("above", "dominates")
 
 
+@dataclass(frozen=True)
+class CodecComparison:
+    """One vistok point against one codec at the same rate: the codec's PSNR / MS-SSIM interpolated
+    in log-rate at vistok's bits per pixel (``None`` outside the codec's range), the verdicts
+    (:func:`verdict`), and the codec's nearest measured point."""
+
+    codec: str
+    psnr_at_rate: float | None
+    ms_ssim_at_rate: float | None
+    psnr_verdict: str | None
+    ms_ssim_verdict: str | None
+    nearest: RDPoint
+
+    def verdict(self, metric: str) -> str | None:
+        return self.psnr_verdict if metric == "psnr" else self.ms_ssim_verdict
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A vistok operating point on one clip and how every codec does at its rate; the table, the
+    Markdown, the JSON and the summary all render these records."""
+
+    point: RDPoint
+    codecs: tuple[CodecComparison, ...]
+
+    def as_dict(self) -> dict:
+        v = self.point
+        row = {"clip": v.clip, "method": v.method, "setting": v.setting, "bpp": v.bpp, "psnr": v.psnr, "ms_ssim": v.ms_ssim}
+        for c in self.codecs:
+            row[f"{c.codec}_psnr_at_rate"] = c.psnr_at_rate
+            row[f"{c.codec}_ms_ssim_at_rate"] = c.ms_ssim_at_rate
+            row[f"{c.codec}_psnr_verdict"] = c.psnr_verdict
+            row[f"{c.codec}_ms_ssim_verdict"] = c.ms_ssim_verdict
+            n = c.nearest
+            row[f"{c.codec}_nearest"] = {"setting": n.setting, "bpp": n.bpp, "psnr": n.psnr, "ms_ssim": n.ms_ssim}
+        return row
+
+
 @dataclass
 class RDResult:
     points: list[RDPoint]
@@ -244,44 +283,44 @@ class RDResult:
     def clips(self) -> list[str]:
         return list(dict.fromkeys(p.clip for p in self.points))
 
-    def comparisons(self) -> list[dict]:
+    @cached_property
+    def comparisons(self) -> list[Comparison]:
         """Each vistok point against each codec at the same rate (interpolated), or the codec's
-        nearest point when vistok is outside the codec's range."""
+        nearest point when vistok is outside the codec's range. Computed once."""
         rows = []
         for clip in self.clips():
             pts = [p for p in self.points if p.clip == clip]
             codecs = sorted({p.method for p in pts if not p.method.startswith("vistok")})
             for v in (p for p in pts if p.method.startswith("vistok")):
-                row = {"clip": clip, "method": v.method, "setting": v.setting, "bpp": v.bpp, "psnr": v.psnr,
-                       "ms_ssim": v.ms_ssim}
+                per_codec = []
                 for c in codecs:
                     cp = [p for p in pts if p.method == c]
-                    nearest = min(cp, key=lambda p: abs(math.log(p.bpp / v.bpp)))
-                    row[f"{c}_psnr_at_rate"] = interpolate_at(cp, v.bpp, "psnr")
-                    row[f"{c}_ms_ssim_at_rate"] = interpolate_at(cp, v.bpp, "ms_ssim")
-                    row[f"{c}_psnr_verdict"] = verdict(cp, v, "psnr")
-                    row[f"{c}_ms_ssim_verdict"] = verdict(cp, v, "ms_ssim")
-                    row[f"{c}_nearest"] = {"setting": nearest.setting, "bpp": nearest.bpp, "psnr": nearest.psnr,
-                                           "ms_ssim": nearest.ms_ssim}
-                rows.append(row)
+                    per_codec.append(CodecComparison(
+                        codec=c,
+                        psnr_at_rate=interpolate_at(cp, v.bpp, "psnr"),
+                        ms_ssim_at_rate=interpolate_at(cp, v.bpp, "ms_ssim"),
+                        psnr_verdict=verdict(cp, v, "psnr"),
+                        ms_ssim_verdict=verdict(cp, v, "ms_ssim"),
+                        nearest=min(cp, key=lambda p: abs(math.log(p.bpp / v.bpp))),
+                    ))
+                rows.append(Comparison(v, tuple(per_codec)))
         return rows
 
-    def summary(self, comp: list[dict] | None = None) -> list[str]:
+    def summary(self) -> list[str]:
         """Per vistok operating point and codec: on how many clips it is better at equal rate
-        (``above`` the codec's curve, or ``dominates`` its lowest-rate point), in MS-SSIM and PSNR.
-        ``comp``: :meth:`comparisons`, when the caller has it already."""
-        comp = self.comparisons() if comp is None else comp
+        (``above`` the codec's curve, or ``dominates`` its lowest-rate point), in MS-SSIM and PSNR."""
         lines = []
-        keys = list(dict.fromkeys((c["method"], c["setting"]) for c in comp))
-        codecs = sorted({k[: -len("_psnr_verdict")] for c in comp for k in c if k.endswith("_psnr_verdict")})
+        comp = self.comparisons
+        keys = list(dict.fromkeys((c.point.method, c.point.setting) for c in comp))
+        codecs = sorted({cc.codec for c in comp for cc in c.codecs})
         for method, setting in keys:
-            rows = [c for c in comp if (c["method"], c["setting"]) == (method, setting)]
-            bpp = sum(c["bpp"] for c in rows) / len(rows)
+            rows = [c for c in comp if (c.point.method, c.point.setting) == (method, setting)]
+            bpp = sum(c.point.bpp for c in rows) / len(rows)
             parts = []
             for codec in codecs:
                 for metric, label in (("ms_ssim", "MS-SSIM"), ("psnr", "PSNR")):
-                    v = [c.get(f"{codec}_{metric}_verdict") for c in rows]
-                    judged = [x for x in v if x is not None]
+                    judged = [cc.verdict(metric) for c in rows for cc in c.codecs if cc.codec == codec]
+                    judged = [x for x in judged if x is not None]
                     parts.append(f"{codec} {label} {sum(x in WINS for x in judged)}/{len(judged)}")
             lines.append(f"{method} {setting} (mean {bpp:.4f} bpp over {len(rows)} clips), better than: " + ", ".join(parts))
         return lines
@@ -301,24 +340,22 @@ class RDResult:
                 lp = (f" {p.lpips:>6.4f}" if p.lpips is not None else f" {'-':>6}") if has_lpips else ""
                 lines.append(f"{p.method:<22} {p.setting:<9} {p.bytes:>7} {p.bpp:>8.4f} {p.psnr:>6.2f} {ms:>7}{lp}{extra}")
             lines.append("")
-        comp = self.comparisons()
+        comp = self.comparisons
         if comp:
             lines.append("== at vistok's rates (codec PSNR / MS-SSIM interpolated in log-rate; '-' = outside its range)")
             for c in comp:
-                parts = [f"{c['clip']}, {c['method']} {c['setting']}: {c['bpp']:.4f} bpp, {c['psnr']:.2f} dB"]
-                for k in sorted(k for k in c if k.endswith("_psnr_at_rate")):
-                    codec = k[: -len("_psnr_at_rate")]
-                    val = c[k]
-                    near = c[f"{codec}_nearest"]
-                    ms_at, ms_v = c[f"{codec}_ms_ssim_at_rate"], c[f"{codec}_ms_ssim_verdict"]
-                    ms = f", MS-SSIM {ms_at:.4f}" if ms_at is not None else ""
+                v = c.point
+                parts = [f"{v.clip}, {v.method} {v.setting}: {v.bpp:.4f} bpp, {v.psnr:.2f} dB"]
+                for cc in c.codecs:
+                    near = cc.nearest
+                    ms = f", MS-SSIM {cc.ms_ssim_at_rate:.4f}" if cc.ms_ssim_at_rate is not None else ""
                     parts.append(
-                        (f"{codec} {val:.2f} dB{ms}" if val is not None
-                         else f"{codec} - (nearest {near['setting']}: {near['bpp']:.4f} bpp, {near['psnr']:.2f} dB)")
-                        + (f" [MS-SSIM: vistok {ms_v}]" if ms_v else "")
+                        (f"{cc.codec} {cc.psnr_at_rate:.2f} dB{ms}" if cc.psnr_at_rate is not None
+                         else f"{cc.codec} - (nearest {near.setting}: {near.bpp:.4f} bpp, {near.psnr:.2f} dB)")
+                        + (f" [MS-SSIM: vistok {cc.ms_ssim_verdict}]" if cc.ms_ssim_verdict else "")
                     )
                 lines.append("  " + "; ".join(parts))
-            lines += ["", "== summary (clips where vistok is better at equal rate / judged)"] + self.summary(comp)
+            lines += ["", "== summary (clips where vistok is better at equal rate / judged)"] + self.summary()
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -338,9 +375,9 @@ class RDResult:
                 lp = ((f"{p.lpips:.4f}" if p.lpips is not None else "–") + " | ") if has_lpips else ""
                 out.append(f"| {p.method} | {p.setting} | {p.bytes} | {p.bpp:.4f} | {p.psnr:.2f} | {ms} | {lp}{ctx} | {sta} |")
             out.append("")
-        comp = self.comparisons()
+        comp = self.comparisons
         if comp:
-            codecs = sorted({k[: -len("_psnr_at_rate")] for c in comp for k in c if k.endswith("_psnr_at_rate")})
+            codecs = sorted({cc.codec for c in comp for cc in c.codecs})
             out += ["At vistok's rates (codec values interpolated in log-rate between CRFs; – outside the codec's range):",
                     "above / below: vistok better / not better than the codec at its rate; dominates: below the codec's "
                     "lowest rate and better than that point.", "",
@@ -348,13 +385,18 @@ class RDResult:
                     "|---|---|---:|---:|---:|" + "---:|---:|" * len(codecs)]
             fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
             for c in comp:
-                cells = [f"{fmt(c.get(f'{k}_psnr_at_rate'), '.2f')}{_tag(c.get(f'{k}_psnr_verdict'))} | "
-                         f"{fmt(c.get(f'{k}_ms_ssim_at_rate'), '.4f')}{_tag(c.get(f'{k}_ms_ssim_verdict'))}"
-                         for k in codecs]
-                out.append(f"| {c['clip']} | {c['method']} {c['setting']} | {c['bpp']:.4f} | {c['psnr']:.2f} | "
-                           f"{fmt(c['ms_ssim'], '.4f')} | " + " | ".join(cells) + " |")
+                by_codec = {cc.codec: cc for cc in c.codecs}
+                cells = []
+                for k in codecs:
+                    cc = by_codec.get(k)
+                    cells.append("– | –" if cc is None else
+                                 f"{fmt(cc.psnr_at_rate, '.2f')}{_tag(cc.psnr_verdict)} | "
+                                 f"{fmt(cc.ms_ssim_at_rate, '.4f')}{_tag(cc.ms_ssim_verdict)}")
+                v = c.point
+                out.append(f"| {v.clip} | {v.method} {v.setting} | {v.bpp:.4f} | {v.psnr:.2f} | "
+                           f"{fmt(v.ms_ssim, '.4f')} | " + " | ".join(cells) + " |")
             out += ["", "Summary (clips where vistok is better at equal rate / clips judged):", ""]
-            out += [f"- {line}" for line in self.summary(comp)]
+            out += [f"- {line}" for line in self.summary()]
             out.append("")
         out += [f"- {n}" for n in self.notes]
         return "\n".join(out)
@@ -364,13 +406,13 @@ class RDResult:
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
         rows = [asdict(p) for p in self.points]
-        comp = self.comparisons()
+        comp = [c.as_dict() for c in self.comparisons]
         with open(d / "rd.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
         (d / "rd.json").write_text(
-            json.dumps({"points": rows, "comparisons": comp, "summary": self.summary(comp), "notes": self.notes}, indent=2)
+            json.dumps({"points": rows, "comparisons": comp, "summary": self.summary(), "notes": self.notes}, indent=2)
             + "\n"
         )
         (d / "rd.md").write_text(self.markdown() + "\n")

@@ -4,7 +4,7 @@
 
 * ``indices``: ``(N, t', h', w')`` uint16 (vocabulary <= 65536) or uint32 tokens;
 * ``labels``: ``(N,)`` int64 class labels (absent for unlabelled sets);
-* ``meta``: UTF-8 JSON bytes (uint8 array), the keys of :func:`vistok.reconstruct.save_tokens`:
+* ``meta``: UTF-8 JSON bytes (uint8 array), the keys of :func:`vistok.files.save_tokens`:
   ``model_id`` (the tokenizer's id; required), ``vocab_size`` (required), ``class_names`` (a list;
   required with labels -- ``num_classes`` alone is accepted and gives names ``"0"``, ``"1"``, ...),
   plus anything else (``kind``, ``frames``, ``height``, ``width``, ``source``, ...), and
@@ -21,7 +21,6 @@ must come from one tokenizer (one ``model_id``): mixing tokenizers is refused.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from vistok.errors import VistokError
+from vistok.files import save_npz
 
 FORMAT = "vistok-token-set"
 FORMAT_VERSION = 1
@@ -146,14 +146,7 @@ def save_token_set(path: str | Path, indices: Any, labels: Any = None, meta: dic
     }
     if lab is not None:
         arrays["labels"] = lab
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}.npz")
-    try:
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(p)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return p
+    return save_npz(p, arrays)
 
 
 def _read_npz(p: Path) -> tuple[np.ndarray, np.ndarray | None, dict]:

@@ -11,9 +11,14 @@ import torch
 from einops import rearrange
 
 from vistok.errors import VistokError
+from vistok.data.images import read_image
+from vistok.data.transforms import center_crop, resize_to_cover
+from vistok.data.video import probe_video, read_video
+from vistok.files import media_kind, write_media
 from vistok.generate.base import TokenLM
-from vistok.generate.render import check_tokenizer, decode_to_uint8, tile
-from vistok.train.pictures import save_picture
+from vistok.generate.data import save_token_set
+from vistok.generate.render import check_tokenizer, decode_to_uint8
+from vistok.pictures import save_picture, tile
 from vistok.tokenizers.base import Tokenizer
 
 
@@ -72,8 +77,6 @@ def generate_files(
     """Sample ``num`` token grids of class ``label`` (``None``: unconditional), decode and write
     them: one PNG per image (or GIF/MP4 per clip), ``grid.png``, and ``tokens.npz`` (a token set
     of the samples, labelled with the class)."""
-    from vistok.generate.data import save_token_set
-    from vistok.reconstruct import write_media
 
     check_tokenizer(lm.config, tokenizer, force=force)
     if num < 1:
@@ -114,10 +117,6 @@ def generate_files(
 def _read_clip(path: Path, frames: int, height: int, width: int) -> tuple[np.ndarray, float]:
     """Up to ``frames`` frames of ``path`` resized to cover and centre-cropped to ``height x
     width``: ``(t h w 3)`` uint8 and the frame rate."""
-    from vistok.data.images import read_image
-    from vistok.data.transforms import center_crop, resize_to_cover
-    from vistok.data.video import probe_video, read_video
-    from vistok.reconstruct import media_kind
 
     if not path.is_file():
         raise VistokError(f"input {path} does not exist")
@@ -156,7 +155,6 @@ def predict_frames(
 ) -> PredictionResult:
     """Encode the first ``frames`` frames of ``input_path``, generate the rest of the LM's token
     grid conditioned on their tokens, and write ``original | prediction`` side by side."""
-    from vistok.reconstruct import write_media
 
     check_tokenizer(lm.config, tokenizer, force=force)
     tc, sc = tokenizer.temporal_compression, tokenizer.spatial_compression

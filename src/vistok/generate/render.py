@@ -41,27 +41,3 @@ def decode_to_uint8(tokenizer: Tokenizer, indices: torch.Tensor, *, batch_size: 
             frames = to_uint8(v)
             out.append(np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames)
     return np.stack(out)
-
-
-def tile(videos: np.ndarray, *, columns: int, max_frames: int = 5, pad: int = 2) -> np.ndarray:
-    """``(b t h w 3)`` uint8 -> one ``H W 3`` picture on white.
-
-    Images (``t = 1``): ``columns`` per row. Clips: one row per clip showing up to ``max_frames``
-    frames spread evenly over it (``columns`` is ignored).
-    """
-    b, t, h, w, _ = videos.shape
-    if t == 1:
-        cols, rows = min(columns, b), -(-b // min(columns, b))
-        cells = [[videos[r * cols + c, 0] if r * cols + c < b else None for c in range(cols)] for r in range(rows)]
-    else:
-        idx = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
-        cols, rows = len(idx), b
-        cells = [[videos[r, f] for f in idx] for r in range(b)]
-    canvas = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, 3), 255, np.uint8)
-    for r, row in enumerate(cells):
-        for c, cell in enumerate(row):
-            if cell is not None:
-                canvas[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = cell
-    return canvas
-
-

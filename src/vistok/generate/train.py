@@ -25,13 +25,13 @@ from vistok.errors import VistokError
 from vistok.generate.base import TokenLM, build_lm
 from vistok.generate.config import LM_PRESETS, LMConfig, lm_config
 from vistok.generate.data import TokenSet, open_token_data
-from vistok.generate.render import check_tokenizer, decode_to_uint8, tile
+from vistok.generate.render import check_tokenizer, decode_to_uint8
 from vistok.generate.tokens import factorized_cross_entropy
 from vistok.tokenizers.registry import load_tokenizer
 from vistok.train.distributed import wrap_model
 from vistok.train.logging import read_metrics
 from vistok.train.loop import LoopResult, OptimConfig, TrainingDiverged, TrainLoop, check_loop_settings
-from vistok.train.pictures import save_loss_plot, save_picture
+from vistok.pictures import save_loss_plot, save_picture, tile
 
 __all__ = ["LMOptimConfig", "LMTrainConfig", "LMTrainer", "LMTrainResult", "TrainingDiverged",
            "load_lm_train_config", "train_lm"]

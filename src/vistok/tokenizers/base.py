@@ -27,6 +27,7 @@ from vistok.nn.causal_conv import streaming
 from vistok.pretrained import CONFIG_NAME, WEIGHTS_NAME, ModelRegistry, Pretrained
 from vistok.quantizers.base import Quantizer, QuantizerOutput
 from vistok.quantizers.config import TRAINING_ONLY_FIELDS
+from vistok.tokenizers.shipped import resolve_model_dir
 
 # Pixels may overshoot [-1, 1] a little after resampling filters; beyond this they are surely
 # in another range (e.g. [0, 255]) and the tokenizer would silently produce garbage.
@@ -235,8 +236,6 @@ class Tokenizer(Pretrained, nn.Module):
 
     @classmethod
     def resolve_dir(cls, path_or_name: str | Path) -> Path:
-        from vistok.tokenizers.registry import resolve_model_dir
-
         return resolve_model_dir(path_or_name)
 
     @classmethod

@@ -7,43 +7,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from vistok.errors import VistokError
-from vistok.pretrained import CONFIG_NAME, read_config_json, resolve_run_dir
+from vistok.pretrained import CONFIG_NAME, read_config_json
 from vistok.tokenizers.base import TOKENIZERS, Tokenizer
 from vistok.tokenizers.magvit2 import Magvit2Tokenizer
 from vistok.tokenizers.omni import OmniTokenizer
+from vistok.tokenizers.shipped import DEFAULT_MODEL_DIR, SHIPPED_MODELS, resolve_model_dir, shipped_model_dir
 
 # The families every install knows register themselves with TOKENIZERS when imported (above).
-__all__ = ["Magvit2Tokenizer", "OmniTokenizer", "TOKENIZERS", "SHIPPED_MODELS",
+__all__ = ["Magvit2Tokenizer", "OmniTokenizer", "TOKENIZERS", "SHIPPED_MODELS", "DEFAULT_MODEL_DIR",
            "load_tokenizer", "resolve_model_dir", "shipped_model_dir", "candidate_model_dirs", "find_model_dir"]
-
-_ASSETS = Path(__file__).resolve().parent.parent / "assets"
-DEFAULT_MODEL_DIR = _ASSETS / "default-tokenizer"
-# Checkpoints shipped in the package, by the name that loads them (each folder has a MODEL_CARD.md).
-SHIPPED_MODELS: dict[str, Path] = {
-    "default": DEFAULT_MODEL_DIR,  # MAGVIT-v2 tiny, 18-bit LFQ: the demo's and the docs' model
-    # `default` fine-tuned for the codec (bit dropout + MS-SSIM term): `vistok compress tiny-codec ...`
-    "tiny-codec": _ASSETS / "tiny-codec-tokenizer",
-}
-
-
-def shipped_model_dir(path_or_name: str | Path) -> Path | None:
-    """The package folder of a shipped model's name, or None (not a shipped name, or a local
-    directory of that name exists, which wins)."""
-    name = str(path_or_name)
-    return SHIPPED_MODELS[name] if name in SHIPPED_MODELS and not Path(name).is_dir() else None
-
-
-def resolve_model_dir(path_or_name: str | Path) -> Path:
-    """A shipped model's name (``"default"``, ``"tiny-codec"``: :data:`SHIPPED_MODELS`) -> its folder
-    in the package; a training run's directory -> its ``model/`` subfolder; otherwise the directory
-    itself. A local directory of the same name as a shipped model wins over it."""
-    d = shipped_model_dir(path_or_name)
-    if d is not None:
-        if not (d / CONFIG_NAME).is_file():
-            raise VistokError(f"the shipped tokenizer {str(path_or_name)!r} is missing from {d} (a broken install?)")
-        return d
-    return resolve_run_dir(path_or_name, "tokenizer")
-
 
 def load_tokenizer(path_or_name: str | Path, *, map_location: str = "cpu") -> Tokenizer:
     """Rebuild a tokenizer from ``config.json`` and load ``model.safetensors`` (no pickle)."""

@@ -29,7 +29,7 @@ from vistok.train.config import TrainConfig
 from vistok.train.distributed import unwrap, wrap_model
 from vistok.train.logging import read_metrics
 from vistok.train.loop import LoopResult, TrainingDiverged, TrainLoop
-from vistok.train.pictures import save_loss_plot, save_reconstruction_grid
+from vistok.pictures import save_loss_plot, save_reconstruction_grid
 from vistok.train.warm_start import warm_start
 
 __all__ = ["Trainer", "TrainingDiverged", "TrainResult", "build_tokenizer", "train"]

@@ -8,7 +8,6 @@ reported), after an optional resize of the shorter side.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -17,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vistok.data.images import IMAGE_EXTENSIONS, read_image, write_image
+from vistok.data.images import read_image
 from vistok.data.transforms import center_crop, resize_shorter, to_uint8
-from vistok.data.video import VIDEO_EXTENSIONS, probe_video, read_video, write_video
+from vistok.data.video import probe_video, read_video
 from vistok.errors import VistokError
+from vistok.files import media_kind
 from vistok.metrics.quality import frame_quality
 from vistok.tokenizers.base import Tokenizer
 
@@ -38,18 +38,6 @@ class MediaPlan:
     size: tuple[int, int]  # (h, w) after resize and crop
     resize_shorter_to: int | None
     notes: list[str] = field(default_factory=list)
-
-
-def media_kind(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix in VIDEO_EXTENSIONS:
-        return "video"
-    if suffix in IMAGE_EXTENSIONS:
-        return "image"
-    raise VistokError(
-        f"{path}: unrecognised media type {suffix or '(no suffix)'!r}; videos: {sorted(VIDEO_EXTENSIONS)}, "
-        f"images: {sorted(IMAGE_EXTENSIONS)}"
-    )
 
 
 def plan_media(tok: Tokenizer, path: str | Path, *, size: int | None = None, max_frames: int | None = None) -> MediaPlan:
@@ -204,36 +192,3 @@ def reconstruct_file(
     return Reconstruction(plan, original, reconstructed, None if continuous else toks, metrics)
 
 
-def write_media(path: str | Path, frames: np.ndarray, *, fps: float) -> Path:
-    """``t h w 3`` uint8 to an image (``t == 1``) or a video file, chosen by the suffix."""
-    kind = media_kind(path)
-    if kind == "image":
-        if frames.shape[0] != 1:
-            raise VistokError(f"{path}: an image file holds one frame, got {frames.shape[0]}; use .mp4 or .gif")
-        return write_image(path, frames[0])
-    return write_video(path, frames, fps=fps if fps > 0 else 25.0)
-
-
-def save_tokens(path: str | Path, tokens: np.ndarray, meta: dict) -> Path:
-    """Tokens ``(t' h' w')`` and their metadata (model id, fps, frame count, size) in one ``.npz``."""
-    p = Path(path)
-    if p.suffix != ".npz":
-        raise VistokError(f"token file {p} must end in .npz")
-    dtype = np.uint32 if int(tokens.max(initial=0)) < 2**32 else np.int64
-    np.savez_compressed(p, indices=tokens.astype(dtype), meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
-    return p
-
-
-def load_tokens(path: str | Path) -> tuple[np.ndarray, dict]:
-    p = Path(path)
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            indices = z["indices"].astype(np.int64)
-            meta = json.loads(bytes(z["meta"]).decode())
-    except FileNotFoundError:
-        raise VistokError(f"token file {p} does not exist") from None
-    except Exception as e:  # zip / key / json errors: all mean "not our file"
-        raise VistokError(f"{p} is not a vistok token file: {e}") from None
-    if indices.ndim != 3:
-        raise VistokError(f"{p}: expected indices of shape (t', h', w'), got {indices.shape}")
-    return indices, meta

@@ -16,6 +16,7 @@ import torch
 
 from vistok.data.labelled import LabelledSource, iter_labelled_batches
 from vistok.errors import VistokError
+from vistok.files import token_metadata
 from vistok.metrics.quality import psnr
 from vistok.tokenizers.base import Tokenizer
 
@@ -60,16 +61,7 @@ def tokenize_labelled(
         if progress is not None:
             progress(done, source.items)
     indices = np.concatenate(grids).astype(np.int64)
-    meta = {
-        "model_id": tok.model_id(),
-        "model_type": tok.model_type,
-        "vocab_size": tok.vocab_size,
-        "kind": "image" if source.frames == 1 else "video",
-        "frames": source.frames,
-        "height": source.size,
-        "width": source.size,
-        "source": str(source.root),
-        "class_names": source.class_names,
-    }
+    meta = token_metadata(tok, kind="image" if source.frames == 1 else "video", frames=source.frames,
+                          height=source.size, width=source.size, source=str(source.root), class_names=source.class_names)
     mean_psnr = float(np.concatenate(psnrs).mean()) if psnrs else None
     return TokenizedSet(indices, np.concatenate(labels).astype(np.int64), source.class_names, meta, mean_psnr)

@@ -1,4 +1,5 @@
-"""Pictures of a training run: reconstruction grids and loss curves (PNG)."""
+"""Pictures people look at: one grid helper (:func:`tile`), reconstruction and comparison grids,
+loss curves; PNGs written atomically."""
 
 from __future__ import annotations
 
@@ -8,49 +9,26 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """``(c t h w)`` in [-1, 1] -> ``(t h w c)`` uint8."""
-    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
-    return x.permute(1, 2, 3, 0).cpu().numpy()
-
-
-def _row(frames: np.ndarray, pad: int) -> np.ndarray:
-    """``(n h w 3)`` uint8 -> one ``(h, n (w + pad) - pad, 3)`` strip on white."""
-    n, h, w, _ = frames.shape
-    row = np.full((h, n * (w + pad) - pad, 3), 255, np.uint8)
-    for j in range(n):
-        row[:, j * (w + pad) : j * (w + pad) + w] = frames[j]
-    return row
+from vistok.atomic import atomic_output
+from vistok.data.transforms import to_uint8
 
 
 def reconstruction_grid(video: torch.Tensor, x_hat: torch.Tensor, *, max_items: int = 4, max_frames: int = 5) -> np.ndarray:
-    """Inputs above reconstructions, as ``H W 3`` uint8.
+    """Inputs above reconstructions, as ``H W 3`` uint8 (see :func:`tile`).
 
     Clips: for each item a row of its input frames (picked evenly over the clip) above the same
     frames reconstructed. Images (``t = 1``): all items side by side, inputs above reconstructions.
     ``video``, ``x_hat``: ``(b c t h w)``.
     """
-    b, c, t, h, w = video.shape
-    pad = 2
-    n = min(b, max_items)
+    n = min(video.shape[0], max_items)
+    pairs = [frames for i in range(n) for frames in (_rgb(to_uint8(video[i])), _rgb(to_uint8(x_hat[i])))]
+    if video.shape[2] == 1:  # inputs in the first row, reconstructions in the second
+        pairs = pairs[0::2] + pairs[1::2]
+    return tile(np.stack(pairs), columns=n, max_frames=max_frames)
 
-    def rgb(x: np.ndarray) -> np.ndarray:
-        return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
 
-    if t == 1:
-        top = np.stack([rgb(to_uint8(video[i]))[0] for i in range(n)])
-        bottom = np.stack([rgb(to_uint8(x_hat[i]))[0] for i in range(n)])
-        gap = np.full((pad, top.shape[0] * (w + pad) - pad, 3), 255, np.uint8)
-        return np.concatenate([_row(top, pad), gap, _row(bottom, pad)], axis=0)
-    frames = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
-    rows = []
-    for i in range(n):
-        for src in (video[i], x_hat[i]):
-            rows.append(_row(rgb(to_uint8(src[:, frames])), pad))
-            rows.append(np.full((pad, rows[-1].shape[1], 3), 255, np.uint8))
-        rows.append(np.full((pad * 3, rows[-1].shape[1], 3), 255, np.uint8))
-    return np.concatenate(rows[:-2], axis=0)
+def _rgb(frames: np.ndarray) -> np.ndarray:
+    return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
 
 
 def save_picture(path: str | Path, picture: np.ndarray, *, scale: int = 1) -> Path:
@@ -60,7 +38,8 @@ def save_picture(path: str | Path, picture: np.ndarray, *, scale: int = 1) -> Pa
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    with atomic_output(path) as tmp:
+        img.save(tmp, format="PNG")
     return path
 
 
@@ -122,4 +101,26 @@ def comparison_grid(rows: list[tuple[str, np.ndarray]], *, frames: int = 5, scal
             canvas.paste(Image.fromarray(video[f]), (label_w + j * (w + pad), y))
     if scale > 1:
         canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
+    return canvas
+
+
+def tile(videos: np.ndarray, *, columns: int, max_frames: int = 5, pad: int = 2) -> np.ndarray:
+    """``(b t h w 3)`` uint8 -> one ``H W 3`` picture on white.
+
+    Images (``t = 1``): ``columns`` per row. Clips: one row per clip showing up to ``max_frames``
+    frames spread evenly over it (``columns`` is ignored).
+    """
+    b, t, h, w, _ = videos.shape
+    if t == 1:
+        cols, rows = min(columns, b), -(-b // min(columns, b))
+        cells = [[videos[r * cols + c, 0] if r * cols + c < b else None for c in range(cols)] for r in range(rows)]
+    else:
+        idx = np.unique(np.linspace(0, t - 1, min(t, max_frames)).round().astype(int))
+        cols, rows = len(idx), b
+        cells = [[videos[r, f] for f in idx] for r in range(b)]
+    canvas = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, 3), 255, np.uint8)
+    for r, row in enumerate(cells):
+        for c, cell in enumerate(row):
+            if cell is not None:
+                canvas[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = cell
     return canvas

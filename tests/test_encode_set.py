@@ -9,7 +9,7 @@ import torch
 from vistok.data import moving_shapes, to_uint8, write_image, write_video
 from vistok.data.labelled import iter_labelled_batches, open_labelled
 from vistok.errors import VistokError
-from vistok.tokenize_dataset import tokenize_labelled
+from vistok.pipelines.encode_set import tokenize_labelled
 from vistok.tokenizers import Magvit2Config, Magvit2Tokenizer
 
 from conftest import TINY_MODEL

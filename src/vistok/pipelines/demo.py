@@ -20,10 +20,10 @@ import numpy as np
 from vistok.data.samples import heldout_clip, training_files
 from vistok.data.video import write_video
 from vistok.errors import VistokError
-from vistok.reconstruct import reconstruct_file
+from vistok.pipelines.reconstruct import reconstruct_file
 from vistok.tokenizers.registry import DEFAULT_MODEL_DIR, load_tokenizer
 from vistok.train.config import load_train_config
-from vistok.train.pictures import comparison_grid
+from vistok.pictures import comparison_grid
 from vistok.train.trainer import train
 
 

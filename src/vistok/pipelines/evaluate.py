@@ -1,0 +1,560 @@
+"""``vistok eval``: tokenizers judged the way the field reports them.
+
+For every selected clip (or image) of the data, each model tokenizes and decodes it (streamed,
+exact), and the reconstruction is scored against the original on uint8 frames:
+
+* PSNR / SSIM / MS-SSIM per frame (frame-averaged per clip), as the field's benchmarks do;
+* LPIPS with the VGG16 and the AlexNet networks (``lpips_vgg``, ``lpips_alex``), per frame;
+* rFID: Fréchet distance between the FID-Inception pool features of all original and all
+  reconstructed frames (images count as one frame);
+* rFVD: Fréchet distance between the I3D (Kinetics-400) logits of original and reconstructed clips
+  of ``fvd_frames`` frames resized to ``fvd_resize`` (the StyleGAN-V protocol: 16 frames, 224 px);
+* the tokens: codebook usage and perplexity over all clips, bits per token raw (log2 vocabulary)
+  and after the codec's entropy coding (a real ``.vtok`` byte count), bits per pixel;
+* encode and decode frames per second.
+
+Optionally x264 / x265 join as methods "at matched bits per pixel": for each clip the CRF whose
+rate is nearest (in log-rate) to the first model's coded rate, scored with the same metrics.
+
+Clip selection is deterministic: sources in sorted order, ``clips_per_video`` start frames per video
+drawn from ``seed`` (evenly spread when the video is long enough), images as one frame. Each clip
+is resized (shorter side to ``size``) and centre-cropped to a square (``crop``) or to a multiple of
+the models' spatial factor. Unreadable files are skipped by name. Distances over few samples are
+reported beside a warning of how unreliable they are (:func:`vistok.metrics.frechet.reliability_note`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tarfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vistok.atomic import atomic_output, atomic_write_text
+from vistok.codec.baselines import run_baseline
+from vistok.codec.codec import CompressStats, compress_indices
+from vistok.configuration import Config
+from vistok.data.images import IMAGE_EXTENSIONS, read_image
+from vistok.data.transforms import center_crop, resize_shorter, to_tensor, to_uint8
+from vistok.data.video import VIDEO_EXTENSIONS, probe_video, read_video
+from vistok.errors import VistokError
+from vistok.files import save_npz
+from vistok.metrics.frechet import GaussianStats, frechet_distance, reliability_note
+from vistok.metrics.i3d import I3D, fvd_preprocess, load_i3d
+from vistok.metrics.inception import InceptionV3FID, load_inception
+from vistok.metrics.perceptual import LPIPS
+from vistok.metrics.quality import frame_quality
+from vistok.metrics.store import installed_weights
+from vistok.pictures import comparison_grid
+from vistok.tokenizers.base import Tokenizer, split_clip
+
+# Tar members larger than this are not read into memory (a shard member is one clip or image).
+MAX_MEMBER_BYTES = 1 << 30
+BASELINE_CRFS = tuple(range(15, 52, 3)) + (51,)
+
+
+@dataclass
+class EvalProtocol(Config):
+    """How clips are chosen and measured (recorded in ``eval.json``)."""
+
+    frames: int = 17  # frames per clip (trimmed to 1 + 4k)
+    size: int | None = 128  # shorter side resized to this first (None: native)
+    crop: int | None = 128  # then a centre square of this side (None: largest multiple of the spatial factor)
+    clips_per_video: int = 1
+    max_clips: int | None = None
+    seed: int = 0
+    fvd_frames: int = 16  # StyleGAN-V: the first 16 frames of each clip
+    fvd_resize: int = 224  # StyleGAN-V / the original FVD: frames resized to 224 x 224 (bilinear)
+    chunk_frames: int = 16  # streamed tokenization (memory bound)
+
+    def __post_init__(self):
+        if self.frames < 1 or self.clips_per_video < 1 or self.fvd_frames < 1 or self.chunk_frames < 4:
+            raise VistokError("frames, clips_per_video, fvd_frames >= 1 and chunk_frames >= 4 required")
+        for name in ("size", "crop", "max_clips"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise VistokError(f"{name} must be >= 1 (or unset), got {v}")
+        if self.fvd_resize < 32:
+            raise VistokError(f"fvd_resize must be >= 32, got {self.fvd_resize}")
+
+
+@dataclass
+class EvalNetworks:
+    """The feature and distance networks; any may be missing (that metric is then skipped)."""
+
+    inception: InceptionV3FID | None = None
+    i3d: I3D | None = None
+    lpips: dict[str, LPIPS] = field(default_factory=dict)  # "lpips_vgg", "lpips_alex"
+    missing: list[str] = field(default_factory=list)
+
+    @classmethod
+    def installed(cls, home: str | Path | None = None, *, want: Sequence[str] = ("lpips", "fid", "fvd")) -> "EvalNetworks":
+        """The networks installed under the vistok home (``vistok weights install``)."""
+        nets = cls()
+        for key, name in (("lpips_vgg", "lpips-vgg"), ("lpips_alex", "lpips-alex")):
+            if "lpips" in want:
+                p = installed_weights(name, home)
+                if p.is_file():
+                    nets.lpips[key] = LPIPS.from_pretrained(p)
+                else:
+                    nets.missing.append(name)
+        if "fid" in want:
+            p = installed_weights("inception-fid", home)
+            nets.inception = load_inception(p) if p.is_file() else None
+            if nets.inception is None:
+                nets.missing.append("inception-fid")
+        if "fvd" in want:
+            p = installed_weights("i3d-k400", home)
+            nets.i3d = load_i3d(p) if p.is_file() else None
+            if nets.i3d is None:
+                nets.missing.append("i3d-k400")
+        return nets
+
+
+@dataclass
+class EvalClip:
+    """One selected clip: ``(t h w 3)`` uint8 frames and where they came from."""
+
+    name: str
+    source: str
+    start: int
+    frames: np.ndarray
+    fps: float
+
+    @property
+    def pixels(self) -> int:
+        t, h, w, _ = self.frames.shape
+        return t * h * w
+
+
+# -- sources and clip selection -------------------------------------------------------------------
+
+
+def iter_sources(inputs: Sequence[str | Path]) -> Iterator[tuple[str, Any, str]]:
+    """``(name, source, kind)`` for every media file under ``inputs`` (folders recursively, sorted;
+    hidden files skipped) and every media member of ``.tar`` shards; ``source`` is a path or bytes."""
+    from vistok.data.datasets import media_files
+
+    for f in media_files(list(inputs)):
+        suffix = f.suffix.lower()
+        if suffix == ".tar":
+            try:
+                with tarfile.open(f) as tar:
+                    for m in sorted(tar.getmembers(), key=lambda m: m.name):
+                        ext = Path(m.name).suffix.lower()
+                        if not m.isfile() or m.size > MAX_MEMBER_BYTES or ext not in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS:
+                            continue
+                        data = tar.extractfile(m).read()
+                        yield f"{f.name}:{m.name}", data, "video" if ext in VIDEO_EXTENSIONS else "image"
+            except (tarfile.TarError, OSError) as e:
+                yield str(f), None, f"unreadable shard: {e}"
+        elif suffix in VIDEO_EXTENSIONS:
+            yield str(f), f, "video"
+        elif suffix in IMAGE_EXTENSIONS:
+            yield str(f), f, "image"
+
+
+def _prepare(frames: np.ndarray, protocol: EvalProtocol, spatial: int) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)  # (c t h w) uint8
+    if protocol.size is not None:
+        x = resize_shorter(x, protocol.size)
+    h, w = x.shape[-2:]
+    if protocol.crop is not None:
+        side = min(protocol.crop, h, w)
+        ch = cw = side - side % spatial
+    else:
+        ch, cw = h - h % spatial, w - w % spatial
+    if ch < spatial or cw < spatial:
+        raise VistokError(f"{h}x{w} frames are smaller than the tokenizer's {spatial}-pixel patch")
+    return center_crop(x, ch, cw).permute(1, 2, 3, 0).contiguous().numpy()
+
+
+def select_clips(
+    inputs: Sequence[str | Path], protocol: EvalProtocol, *, temporal: int, spatial: int,
+    skipped: list[tuple[str, str]] | None = None,
+) -> list[EvalClip]:
+    """The clips ``protocol`` selects from ``inputs`` (see the module doc); unreadable sources are
+    appended to ``skipped`` as ``(name, reason)``."""
+    skipped = [] if skipped is None else skipped
+    rng = np.random.default_rng(protocol.seed)
+    clips: list[EvalClip] = []
+    length = 1 + (protocol.frames - 1) // temporal * temporal
+    for name, source, kind in iter_sources(inputs):
+        if protocol.max_clips is not None and len(clips) >= protocol.max_clips:
+            break
+        if source is None:
+            skipped.append((name, kind))
+            continue
+        try:
+            if kind == "image":
+                clips.append(EvalClip(name, name, 0, _prepare(read_image(source)[None], protocol, spatial), 25.0))
+                continue
+            info = probe_video(source)
+            n = min(length, info.frames)
+            n = 1 + (n - 1) // temporal * temporal
+            last = info.frames - n
+            k = min(protocol.clips_per_video, last + 1)
+            if k == 1:
+                starts = [0]
+            else:  # evenly spread windows, each shifted by a seeded jitter of up to a quarter of the gap
+                gap = last / (k - 1)
+                jitter = int(gap // 4)
+                base = np.linspace(0, last, k).round().astype(int)
+                starts = sorted({int(np.clip(b + rng.integers(-jitter, jitter + 1), 0, last)) for b in base})
+            for s in starts:
+                if protocol.max_clips is not None and len(clips) >= protocol.max_clips:
+                    break
+                frames = read_video(source, start=s, num_frames=n)
+                clip_name = f"{Path(name).name}@{s}" if len(starts) > 1 or s else Path(name).name
+                clips.append(EvalClip(clip_name, name, s, _prepare(frames, protocol, spatial), info.fps or 25.0))
+        except VistokError as e:
+            skipped.append((name, str(e)))
+    if not clips:
+        raise VistokError("no readable clips or images in " + ", ".join(map(str, inputs))
+                          + (f" ({len(skipped)} skipped: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
+    return clips
+
+
+# -- one model on one clip ------------------------------------------------------------------------
+
+
+@dataclass
+class Reconstructed:
+    frames: np.ndarray  # (t h w 3) uint8
+    indices: np.ndarray | None
+    encode_s: float
+    decode_s: float
+    coded_bytes: int | None  # the whole .vtok file (header and framing included)
+    coded_bits_per_token: float | None  # entropy-coded payload and side information per token
+
+
+@torch.no_grad()
+def reconstruct_clip(tok: Tokenizer, clip: EvalClip, chunk_frames: int) -> Reconstructed:
+    """Tokenize and decode in streamed chunks (exactly as whole); time each half; entropy-code the
+    tokens with the codec (LFQ tokenizers) for a real byte count."""
+    dtype = next(tok.parameters()).dtype
+    video = to_tensor(clip.frames).unsqueeze(0).to(dtype)
+    chunks = list(split_clip(video, chunk_frames, tok.temporal_compression))
+    t0 = time.perf_counter()
+    if tok.vocab_size is None:
+        codes = list(tok.encode_codes_stream(chunks))
+        t1 = time.perf_counter()
+        out = list(tok.decode_codes_stream(codes))
+        indices = None
+    else:
+        pieces = list(tok.encode_stream(chunks))
+        t1 = time.perf_counter()
+        out = list(tok.decode_stream(pieces))
+        indices = torch.cat(pieces, dim=1)[0].cpu().numpy()
+    t2 = time.perf_counter()
+    frames = to_uint8(torch.cat(out, dim=2)[0].float())
+    coded, per_token = None, None
+    if indices is not None and hasattr(tok.quantizer, "bits"):
+        stats = CompressStats("context")
+        coded = len(compress_indices(tok, indices, fps=clip.fps, stats=stats))
+        per_token = stats.bits_per_token
+    return Reconstructed(frames, indices, t1 - t0, t2 - t1, coded, per_token)
+
+
+def baseline_at_rate(clip: EvalClip, codec: str, target_bpp: float, crfs: Sequence[int] = BASELINE_CRFS):
+    """The CRF whose rate is nearest ``target_bpp`` in log-rate (a bisection over ``crfs``, whose
+    rates fall as CRF rises): ``(crf, decoded frames, bits per pixel)``."""
+    crfs = sorted(set(crfs))
+    cache: dict[int, tuple[np.ndarray, float]] = {}
+
+    def at(crf: int):
+        if crf not in cache:
+            r = run_baseline(clip.frames, codec, crf, fps=clip.fps)
+            cache[crf] = (r.decoded, len(r.bitstream) * 8 / clip.pixels)
+        return cache[crf]
+
+    lo, hi = 0, len(crfs) - 1
+    while hi - lo > 1:  # rate(crfs[lo]) >= target >= rate(crfs[hi]) kept where possible
+        mid = (lo + hi) // 2
+        if at(crfs[mid])[1] >= target_bpp:
+            lo = mid
+        else:
+            hi = mid
+    best = min((crfs[lo], crfs[hi]), key=lambda c: abs(math.log(max(at(c)[1], 1e-12) / target_bpp)))
+    decoded, bpp = at(best)
+    return best, decoded, bpp
+
+
+# -- features and scores ---------------------------------------------------------------------------
+
+
+def _as_float(frames: np.ndarray) -> torch.Tensor:
+    """``(t h w 3)`` uint8 -> ``(t 3 h w)`` float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+@torch.no_grad()
+def frame_scores(original: np.ndarray, decoded: np.ndarray, nets: EvalNetworks, batch: int = 8) -> dict[str, float | None]:
+    """Frame-averaged PSNR / SSIM / MS-SSIM and LPIPS (each network's ``min_size`` respected)."""
+    a, b = _as_float(original), _as_float(decoded)
+    out: dict[str, float | None] = {"psnr": None, "ssim": None, "ms_ssim": None}
+    out.update({k: float(v.double().mean()) for k, v in frame_quality(a, b).items()})
+    for key, net in nets.lpips.items():
+        if min(a.shape[-2:]) < getattr(net, "min_size", 16):
+            out[key] = None
+            continue
+        out[key] = float(torch.cat([net(a[i : i + batch], b[i : i + batch]) for i in range(0, len(a), batch)]).double().mean())
+    return out
+
+
+@torch.no_grad()
+def inception_features(frames: np.ndarray, net: InceptionV3FID, batch: int = 8) -> np.ndarray:
+    x = _as_float(frames)
+    return torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)]).double().numpy()
+
+
+@torch.no_grad()
+def i3d_features(frames: np.ndarray, net: I3D, protocol: EvalProtocol) -> np.ndarray | None:
+    """``(1, 400)`` I3D logits of the clip's first ``fvd_frames`` frames, or None if it is shorter."""
+    if frames.shape[0] < protocol.fvd_frames:
+        return None
+    x = fvd_preprocess(frames[None, : protocol.fvd_frames], size=protocol.fvd_resize)
+    return net.features(x).double().numpy()
+
+
+def _frechet(real: list[np.ndarray], fake: list[np.ndarray], what: str, notes: list[str]) -> float | None:
+    if len(real) == 0 or sum(len(r) for r in real) < 2:
+        notes.append(f"{what}: fewer than 2 samples, not computed")
+        return None
+    x, y = np.concatenate(real), np.concatenate(fake)
+    note = reliability_note(len(x), x.shape[1])
+    if note:
+        notes.append(f"{what} over {len(x)} samples: {note}")
+    return frechet_distance(GaussianStats.from_features(x), GaussianStats.from_features(y))
+
+
+# -- the whole evaluation -------------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    protocol: EvalProtocol
+    clips: list[EvalClip]
+    models: dict[str, dict]  # label -> {"aggregate": {...}, "per_clip": [...]}
+    notes: list[str]
+    skipped: list[tuple[str, str]]
+    features: dict[str, np.ndarray]
+    worst: dict[str, list[tuple[str, np.ndarray, np.ndarray]]]  # label -> [(clip, original, recon)]
+
+    def to_json(self) -> dict:
+        return {
+            "protocol": self.protocol.to_dict(),
+            "clips": [{"name": c.name, "source": c.source, "start": c.start, "frames": int(c.frames.shape[0]),
+                       "height": int(c.frames.shape[1]), "width": int(c.frames.shape[2])} for c in self.clips],
+            "models": self.models,
+            "notes": self.notes,
+            "skipped": [{"source": s, "reason": r} for s, r in self.skipped],
+        }
+
+    def markdown(self) -> str:
+        cols = [("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".4f"), ("ms_ssim", "MS-SSIM", ".4f"),
+                ("lpips_vgg", "LPIPS-VGG", ".4f"), ("lpips_alex", "LPIPS-Alex", ".4f"), ("rfid", "rFID", ".2f"),
+                ("rfvd", "rFVD", ".1f"), ("bpp", "bpp", ".4f"), ("bits_per_token_coded", "bits/token", ".2f"),
+                ("codebook_usage", "codes used", ".0f"), ("perplexity", "perplexity", ".0f"),
+                ("encode_fps", "enc fps", ".1f"), ("decode_fps", "dec fps", ".1f")]
+        fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
+        n_img = sum(c.frames.shape[0] == 1 for c in self.clips)
+        lines = [f"{len(self.clips)} items ({len(self.clips) - n_img} clips, {n_img} images); protocol: "
+                 + ", ".join(f"{k}={v}" for k, v in self.protocol.to_dict().items()), "",
+                 "| model | " + " | ".join(c[1] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
+        for label, m in self.models.items():
+            a = m["aggregate"]
+            lines.append(f"| {label} | " + " | ".join(fmt(a.get(k), f) for k, _, f in cols) + " |")
+        lines.append("")
+        lines += ["Per clip (PSNR dB / MS-SSIM / LPIPS-VGG):", "",
+                  "| clip | " + " | ".join(self.models) + " |", "|---|" + "---:|" * len(self.models)]
+        for i, c in enumerate(self.clips):
+            cells = []
+            for m in self.models.values():
+                r = m["per_clip"][i]
+                cells.append(f"{fmt(r.get('psnr'), '.2f')} / {fmt(r.get('ms_ssim'), '.3f')} / {fmt(r.get('lpips_vgg'), '.3f')}")
+            lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
+        lines += [""] + [f"- {n}" for n in self.notes]
+        if self.skipped:
+            lines += ["", f"Skipped {len(self.skipped)} unreadable file(s):"] + [f"- {s}: {r}" for s, r in self.skipped]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out: str | Path, *, save_features: bool = False) -> dict[str, Path]:
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        files = {"json": atomic_write_text(d / "eval.json", json.dumps(self.to_json(), indent=2) + "\n"),
+                 "md": atomic_write_text(d / "eval.md", self.markdown())}
+        files["plot"] = self.plot(d / "eval.png")
+        for label, items in self.worst.items():
+            if items:  # one labelled pair of rows per clip (clips may differ in size), stacked
+                grids = [comparison_grid([(f"{name}", orig), (label[:18], rec)], frames=5,
+                                         scale=2 if orig.shape[1] <= 128 else 1) for name, orig, rec in items]
+                strip = Image.new("RGB", (max(g.width for g in grids), sum(g.height + 8 for g in grids)), "white")
+                y = 0
+                for g in grids:
+                    strip.paste(g, (0, y))
+                    y += g.height + 8
+                p = d / f"worst_{_safe(label)}.png"
+                with atomic_output(p) as tmp:
+                    strip.save(tmp, format="PNG")
+                files[f"worst_{label}"] = p
+        if save_features and self.features:
+            files["features"] = save_npz(d / "features.npz", self.features)
+        return files
+
+    def plot(self, path: Path) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        metrics = [k for k in ("psnr", "ms_ssim", "lpips_vgg") if any(
+            r.get(k) is not None for m in self.models.values() for r in m["per_clip"])]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
+        x = np.arange(len(self.clips))
+        width = 0.8 / max(1, len(self.models))
+        for ax, metric in zip(axes[0], metrics):
+            for j, (label, m) in enumerate(self.models.items()):
+                vals = [r.get(metric) if r.get(metric) is not None else np.nan for r in m["per_clip"]]
+                ax.bar(x + j * width, vals, width, label=label)
+            ax.set_title({"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips_vgg": "LPIPS-VGG (lower is better)"}[metric])
+            ax.set_xticks(x + width * (len(self.models) - 1) / 2)
+            ax.set_xticklabels([c.name[:18] for c in self.clips], rotation=60, ha="right", fontsize=7)
+            ax.grid(True, axis="y", alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        fig.tight_layout()
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+        plt.close(fig)
+        return path
+
+
+def _safe(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
+
+
+def evaluate(
+    models: Sequence[tuple[str, Tokenizer]],
+    inputs: Sequence[str | Path],
+    *,
+    protocol: EvalProtocol | None = None,
+    networks: EvalNetworks | None = None,
+    codecs: Sequence[str] = (),
+    worst: int = 4,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> EvalResult:
+    """Evaluate ``models`` (and ``codecs`` at the first model's rate) on the clips of ``inputs``."""
+    protocol = protocol or EvalProtocol()
+    nets = networks if networks is not None else EvalNetworks()
+    if not models:
+        raise VistokError("no model to evaluate")
+    labels = [label for label, _ in models]
+    if len(set(labels)) != len(labels):
+        raise VistokError(f"model labels must differ, got {labels}")
+    if codecs and models[0][1].vocab_size is None:
+        raise VistokError("codec comparison needs a first model with tokens (its coded rate is the target)")
+    temporal = max(t.temporal_compression for _, t in models)
+    spatial = max(t.spatial_compression for _, t in models)
+    skipped: list[tuple[str, str]] = []
+    clips = select_clips(inputs, protocol, temporal=temporal, spatial=spatial, skipped=skipped)
+    notes: list[str] = []
+    if nets.missing:
+        notes.append("not measured (weights not installed): " + ", ".join(nets.missing)
+                     + f"; install with `vistok weights install {' '.join(nets.missing)}`")
+    methods = labels + [f"{c} (matched bpp)" for c in codecs]
+    per_clip: dict[str, list[dict]] = {m: [] for m in methods}
+    feats_real_inc, feats_real_i3d = [], []
+    feats_inc: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    feats_i3d: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    tokens: dict[str, list[np.ndarray]] = {m: [] for m in labels}
+    timing = {m: [0.0, 0.0, 0] for m in labels}
+    recons: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    total = len(clips) * len(methods)
+    done = 0
+    for clip in clips:
+        real_i3d = i3d_features(clip.frames, nets.i3d, protocol) if nets.i3d is not None else None
+        if nets.inception is not None:
+            feats_real_inc.append(inception_features(clip.frames, nets.inception))
+        if real_i3d is not None:
+            feats_real_i3d.append(real_i3d)
+        target_bpp = None
+        outputs: list[tuple[str, np.ndarray, dict]] = []
+        for label, tok in models:
+            rec = reconstruct_clip(tok, clip, protocol.chunk_frames)
+            row: dict[str, Any] = {"clip": clip.name}
+            t_lat = None if rec.indices is None else rec.indices.size
+            row["tokens"] = t_lat
+            row["bpp"] = None if rec.coded_bytes is None else 8 * rec.coded_bytes / clip.pixels
+            row["bits_per_token_coded"] = rec.coded_bits_per_token
+            if rec.indices is not None:
+                tokens[label].append(rec.indices.ravel())
+            timing[label][0] += rec.encode_s
+            timing[label][1] += rec.decode_s
+            timing[label][2] += clip.frames.shape[0]
+            if target_bpp is None:
+                target_bpp = row["bpp"]
+            outputs.append((label, rec.frames, row))
+        for codec in codecs:
+            crf, decoded, bpp = baseline_at_rate(clip, codec, target_bpp)
+            outputs.append((f"{codec} (matched bpp)", decoded, {"clip": clip.name, "crf": crf, "bpp": bpp}))
+        for method, frames, row in outputs:
+            row.update(frame_scores(clip.frames, frames, nets))
+            if nets.inception is not None:
+                feats_inc[method].append(inception_features(frames, nets.inception))
+            if real_i3d is not None:
+                feats_i3d[method].append(i3d_features(frames, nets.i3d, protocol))
+            per_clip[method].append(row)
+            recons[method].append(frames)
+            done += 1
+            if progress:
+                progress(done, total, f"{clip.name} {method}")
+    results: dict[str, dict] = {}
+    for method in methods:
+        rows = per_clip[method]
+        agg: dict[str, Any] = {}
+        for key in ("psnr", "ssim", "ms_ssim", "lpips_vgg", "lpips_alex", "bpp", "bits_per_token_coded"):
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            agg[key] = float(np.mean(vals)) if vals else None
+        agg["rfid"] = _frechet(feats_real_inc, feats_inc[method], f"rFID ({method})", notes) if nets.inception else None
+        agg["rfvd"] = _frechet(feats_real_i3d, feats_i3d[method], f"rFVD ({method})", notes) if nets.i3d else None
+        if method in tokens:
+            tok = dict(models)[method]
+            allt = np.concatenate(tokens[method]) if tokens[method] else np.zeros(0, np.int64)
+            vocab = tok.vocab_size
+            if vocab and allt.size:
+                counts = np.bincount(allt.astype(np.int64), minlength=vocab)
+                p = counts[counts > 0] / counts.sum()
+                agg.update(codebook_usage=int((counts > 0).sum()), codebook_fraction=float((counts > 0).sum() / vocab),
+                           perplexity=float(np.exp(-(p * np.log(p)).sum())), vocab_size=int(vocab),
+                           bits_per_token_raw=math.log2(vocab), tokens_total=int(allt.size))
+            enc, dec, frames = timing[method]
+            agg["encode_fps"] = frames / enc if enc > 0 else None
+            agg["decode_fps"] = frames / dec if dec > 0 else None
+        results[method] = {"aggregate": agg, "per_clip": rows}
+    if len(feats_real_i3d) < len(clips):
+        notes.append(f"rFVD uses the {len(feats_real_i3d)} clips of at least {protocol.fvd_frames} frames "
+                     f"(of {len(clips)} items)")
+    features: dict[str, np.ndarray] = {}
+    if feats_real_inc:
+        features["inception_real"] = np.concatenate(feats_real_inc)
+    if feats_real_i3d:
+        features["i3d_real"] = np.concatenate(feats_real_i3d)
+    for j, method in enumerate(methods):
+        suffix = "" if j == 0 else "_" + _safe(method)
+        if feats_inc[method]:
+            features["inception_recon" + suffix] = np.concatenate(feats_inc[method])
+        if feats_i3d[method]:
+            features["i3d_recon" + suffix] = np.concatenate(feats_i3d[method])
+    worst_items: dict[str, list] = {}
+    for method in methods:
+        order = sorted(range(len(clips)), key=lambda i: per_clip[method][i]["psnr"])[:worst]
+        worst_items[method] = [(clips[i].name, clips[i].frames, recons[method][i]) for i in order]
+    return EvalResult(protocol, clips, results, notes, skipped, features, worst_items)
