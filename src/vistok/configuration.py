@@ -215,3 +215,21 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise VistokError(f"config {p} must be a mapping at the top level")
     return data
+
+
+def load_named(name_or_path: str | Path, presets: dict[str, dict], what: str) -> tuple[dict, list[set[str]]]:
+    """The raw mapping of a named preset, or of a YAML file that may start from one (``base:``),
+    and the top-level keys each layer set (preset, then file), for callers whose keys interact."""
+    text = str(name_or_path)
+    if text in presets:
+        data = copy.deepcopy(presets[text])
+        return data, [set(data)]
+    if Path(text).suffix in (".yaml", ".yml") or Path(text).is_file():
+        raw = load_yaml(text)
+        base = raw.pop("base", None)
+        if base is not None and base not in presets:
+            raise VistokError(f"{text}: unknown base preset {base!r}; choose from {sorted(presets)}")
+        start = copy.deepcopy(presets[base]) if base else {}
+        return merge(start, raw), [set(start), set(raw)]
+    raise VistokError(f"{text!r} is neither {what} ({', '.join(sorted(presets))}) nor a YAML file")
+

@@ -27,6 +27,7 @@ from fractions import Fraction
 from typing import BinaryIO
 
 from vistok.errors import VistokError
+from vistok.limits import MAX_BITS
 
 MAGIC = b"VTOK"
 VERSION = 1
@@ -53,7 +54,6 @@ CHUNK_OVERHEAD = CHUNK_HEAD_SIZE + 4  # + CRC32
 
 # Limits checked before any allocation. They are far above real use (a 4K frame is 8K tokens at
 # 16x compression) and keep a hostile header from asking for gigabytes.
-MAX_BITS = 30
 MAX_COMPRESSION = 64
 MAX_FRAMES = 1 << 24
 MAX_CHUNK_TOKENS = 1 << 21  # tokens in one chunk: (latent frames) x h' x w'

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from vistok.configuration import Config, apply_overrides, from_dict, load_yaml, merge
+from vistok.configuration import Config, apply_overrides, from_dict, load_named
 from vistok.errors import VistokError
 from vistok.generate.base import TokenLM, build_lm
 from vistok.generate.config import LM_PRESETS, LMConfig, lm_config
@@ -101,17 +101,7 @@ LM_TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 
 def load_lm_train_config(name_or_path: str | Path, overrides: list[str] | None = None) -> LMTrainConfig:
     """A preset name (``lm-tiny``) or a YAML file (which may name a ``base`` preset), then overrides."""
-    text = str(name_or_path)
-    if text in LM_TRAIN_PRESETS:
-        data: dict[str, Any] = merge({}, LM_TRAIN_PRESETS[text])
-    elif Path(text).suffix in (".yaml", ".yml") or Path(text).is_file():
-        raw = load_yaml(text)
-        base = raw.pop("base", None)
-        if base is not None and base not in LM_TRAIN_PRESETS:
-            raise VistokError(f"{text}: unknown base preset {base!r}; choose from {sorted(LM_TRAIN_PRESETS)}")
-        data = merge(LM_TRAIN_PRESETS[base] if base else {}, raw)
-    else:
-        raise VistokError(f"{text!r} is neither an LM preset ({', '.join(sorted(LM_TRAIN_PRESETS))}) nor a YAML file")
+    data, _ = load_named(name_or_path, LM_TRAIN_PRESETS, "an LM preset")
     return from_dict(LMTrainConfig, apply_overrides(data, overrides or []))
 
 

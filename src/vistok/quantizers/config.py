@@ -16,7 +16,8 @@ from vistok.configuration import Config
 from vistok.errors import VistokError
 from vistok.quantizers.base import Quantizer
 from vistok.quantizers.kl import KL
-from vistok.quantizers.lfq import LFQ, MAX_BITS, EntropyWeightSchedule
+from vistok.limits import MAX_BITS
+from vistok.quantizers.lfq import LFQ, EntropyWeightSchedule
 from vistok.quantizers.vq import VQ
 
 # Settings of the training objective only (see the module doc).

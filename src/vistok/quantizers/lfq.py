@@ -31,10 +31,10 @@ from einops import rearrange
 from torch import Tensor
 
 from vistok.errors import VistokError
+from vistok.limits import MAX_BITS
 from vistok.quantizers.base import Quantizer, QuantizerOutput, straight_through
 from vistok.quantizers.distributed import all_reduce_sum, should_sync
 
-MAX_BITS = 30  # the 2^K mean distribution must fit in memory (2^30 floats = 4 GiB)
 
 
 @dataclass(frozen=True)

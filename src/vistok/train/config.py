@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vistok.configuration import Config, apply_overrides, from_dict, load_yaml, merge, parse_override, to_dict
+from vistok.configuration import Config, apply_overrides, from_dict, load_named, parse_override, to_dict
 from vistok.errors import VistokError
 from vistok.losses.adversarial import DiscriminatorConfig
 from vistok.losses.objective import LossConfig
@@ -224,20 +224,7 @@ def load_train_config(name_or_path: str | Path, overrides: list[str] | None = No
     then each override in order): stages set after ``steps`` define the total, ``steps`` set with or
     after stages rescales them (``vistok train omni-tiny --steps 40``: 20 + 20 steps).
     """
-    text = str(name_or_path)
-    layers: list[set[str]] = []  # top-level keys each layer sets, in order
-    if text in TRAIN_PRESETS:
-        data: dict[str, Any] = dict(TRAIN_PRESETS[text])
-        layers.append(set(data))
-    elif Path(text).suffix in (".yaml", ".yml") or Path(text).is_file():
-        raw = load_yaml(text)
-        base = raw.pop("base", None)
-        if base is not None and base not in TRAIN_PRESETS:
-            raise VistokError(f"{text}: unknown base preset {base!r}; choose from {sorted(TRAIN_PRESETS)}")
-        layers += [set(TRAIN_PRESETS[base]) if base else set(), set(raw)]
-        data = merge(dict(TRAIN_PRESETS[base]) if base else {}, raw)
-    else:
-        raise VistokError(f"{text!r} is neither a training preset ({', '.join(sorted(TRAIN_PRESETS))}) nor a YAML file")
+    data, layers = load_named(name_or_path, TRAIN_PRESETS, "a training preset")
     data = apply_overrides(data, overrides or [])
     layers += [{parse_override(o)[0][0]} for o in overrides or []]
     last = {key: max((i for i, keys in enumerate(layers) if key in keys), default=-1) for key in ("steps", "stages")}

@@ -1,0 +1,5 @@
+"""Limits shared across packages, defined once."""
+
+#: Largest LFQ token width in bits: the exact codebook entropy keeps a 2^K mean distribution
+#: (2^30 floats = 4 GiB), and the .vtok container stores at most this many bit planes.
+MAX_BITS = 30
