@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lpips_fixtures import image_pair, random_lpips
 from safetensors import safe_open
 
 from vistok.errors import VistokError
@@ -23,18 +24,11 @@ _JAX_TRUNK = {"vgg": ("VGG16_0", VGG16_CONV_INDICES), "alex": ("AlexNet_0", ALEX
 
 
 def _random_lpips(net="alex", width=4, seed=0) -> LPIPS:
-    torch.manual_seed(seed)
-    model = LPIPS(net=net, width=width)
-    with torch.no_grad():  # learned-looking non-negative linear weights instead of all ones
-        for lin in model.lins:
-            lin.weight.uniform_(0.1, 1.0)
-    return model.eval()
+    return random_lpips(net, width, seed)
 
 
 def _pair(shape=(2, 3, 48, 48), seed=0, noise=0.2):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=g) * 2 - 1
-    return x, (x + noise * torch.randn(shape, generator=g)).clamp(-1, 1)
+    return image_pair(shape, seed, noise)
 
 
 def _jax_tree(model: LPIPS) -> dict:

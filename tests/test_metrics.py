@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from lpips_fixtures import image_pair, random_lpips
 from scipy.ndimage import gaussian_filter
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -240,18 +241,10 @@ def test_bad_options_raise():
 
 # --------------------------------------------------------------------------- LPIPS
 def _random_lpips(width=4, seed=0) -> LPIPS:
-    torch.manual_seed(seed)
-    net = LPIPS(width=width)
-    with torch.no_grad():  # learned-looking non-negative linear weights instead of all ones
-        for lin in net.lins:
-            lin.weight.uniform_(0.1, 1.0)
-    return net.eval()
+    return random_lpips("vgg", width, seed)
 
 
-def _pair(shape=(2, 3, 32, 32), seed=0, noise=0.2):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(shape, generator=g) * 2 - 1
-    return x, (x + noise * torch.randn(shape, generator=g)).clamp(-1, 1)
+_pair = image_pair
 
 
 def test_lpips_zero_on_identity_positive_otherwise():

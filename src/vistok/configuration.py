@@ -200,14 +200,21 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return out
 
 
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file's contents; unreadable or non-UTF-8 files are one clear error."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise VistokError(f"cannot read {what} {p}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise VistokError(f"cannot read {what} {p}: not UTF-8 text") from None
+
+
 def load_yaml(path: str | Path) -> dict:
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise VistokError(f"cannot read config {p}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise VistokError(f"config {p} is not UTF-8 text") from None
+        data = yaml.safe_load(read_text(p, "config"))
     except yaml.YAMLError as e:
         raise VistokError(f"config {p} is not valid YAML: {e}") from None
     if data is None:

@@ -26,7 +26,7 @@ from torch import nn
 
 from vistok import __version__
 from vistok.atomic import atomic_output, atomic_write_text
-from vistok.configuration import to_dict
+from vistok.configuration import read_text, to_dict
 from vistok.errors import VistokError
 
 CONFIG_NAME = "config.json"
@@ -93,11 +93,7 @@ def read_config_json(directory: str | Path) -> dict[str, Any]:
     mapping; unreadable, non-UTF-8, invalid or ill-shaped files are one clear error."""
     p = Path(directory) / CONFIG_NAME
     try:
-        meta = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise VistokError(f"cannot read {p}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise VistokError(f"cannot read {p}: not UTF-8 text") from None
+        meta = json.loads(read_text(p, "model config"))
     except json.JSONDecodeError as e:
         raise VistokError(f"cannot read {p}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
