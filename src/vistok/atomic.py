@@ -2,8 +2,9 @@
 
 A reader never sees a half-written file under the final name, and a failed or interrupted write
 (an exception, a full disk) removes its temporary file and leaves any previous file intact.
-Temporaries are named ``.NAME.vistok-tmp-PID`` so that stale ones left by a killed process can be
-recognised and removed (:func:`remove_stale_temporaries`).
+Temporaries are named ``.STEM.vistok-tmp-PID.SUFFIX`` (the suffix kept, so writers that choose a
+format by it still work) so that stale ones left by a killed process can be recognised and removed
+(:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ TMP_MARK = ".vistok-tmp-"
 
 
 def temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    return path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}{path.suffix}")
 
 
 @contextmanager
@@ -60,7 +61,7 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
         name = p.name
         if TMP_MARK not in name or not p.is_file():
             continue
-        pid = name.rsplit(TMP_MARK, 1)[1]
+        pid = name.rsplit(TMP_MARK, 1)[1].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
             continue
         try:

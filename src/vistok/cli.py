@@ -13,7 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from vistok.atomic import atomic_output, atomic_write_text
 from vistok.errors import VistokError
+from vistok.paths import check_input_file, check_output_dir, check_output_file
 
 MODEL_HELP = ("a directory written by save_pretrained or by `vistok train --out`, or a shipped model: 'default' "
               "(MAGVIT-v2 tiny) or 'tiny-codec' (the same, fine-tuned for `compress`)")
@@ -65,6 +67,10 @@ def cmd_reconstruct(args) -> int:
     from vistok.files import write_media
     from vistok.pipelines.reconstruct import reconstruct_file
 
+    check_input_file(args.input)
+    check_output_file(args.output, [args.input, args.metrics])
+    if args.metrics:
+        check_output_file(args.metrics, [args.input, args.output], what="--metrics file")
     tok = _load(args.model)
     rec = reconstruct_file(
         tok, args.input, size=args.size, max_frames=args.max_frames, chunk_frames=args.chunk_frames,
@@ -75,7 +81,7 @@ def cmd_reconstruct(args) -> int:
         print(f"note: {note}")
     print(f"{args.output}: {rec.summary()}")
     if args.metrics:
-        Path(args.metrics).write_text(json.dumps(rec.metrics, indent=2) + "\n")
+        atomic_write_text(args.metrics, json.dumps(rec.metrics, indent=2) + "\n")
     return 0
 
 
@@ -83,6 +89,8 @@ def cmd_encode(args) -> int:
     from vistok.files import save_tokens, token_metadata
     from vistok.pipelines.reconstruct import iter_input_chunks, plan_media
 
+    check_input_file(args.input)
+    check_output_file(args.tokens, [args.input])
     tok = _load(args.model)
     plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames)
     import numpy as np
@@ -104,6 +112,8 @@ def cmd_decode(args) -> int:
     from vistok.data.transforms import to_uint8
     from vistok.files import load_tokens, write_media
 
+    check_input_file(args.tokens, "token file")
+    check_output_file(args.output, [args.tokens])
     indices, meta = load_tokens(args.tokens)
     tok = _load(args.model)
     if meta.get("model_id") not in (None, tok.model_id()) and not args.force:
@@ -131,6 +141,7 @@ def cmd_encode_set(args) -> int:
 
     if Path(args.tokens).suffix != ".npz":
         raise VistokError(f"token set file {args.tokens} must end in .npz")
+    check_output_file(args.tokens, [args.source])
     tok = _load(args.model)
     src = open_labelled(args.source, size=args.size, frames=args.frames, split=args.split, limit=args.limit)
     bar = _progress("encode-set")
@@ -202,6 +213,8 @@ def cmd_compress(args) -> int:
     out = Path(args.output)
     if out.suffix != ".vtok":
         raise VistokError(f"output {out} must end in .vtok")
+    check_input_file(args.input)
+    check_output_file(out, [args.input])
     tok = _load(args.model)
     bits = getattr(tok.quantizer, "bits", None)
     if bits is None:
@@ -222,15 +235,9 @@ def cmd_compress(args) -> int:
         chunk_frames=args.chunk_frames,
         stats=stats,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    try:
-        with open(tmp, "wb") as f:  # written chunk by chunk: memory stays bounded by one chunk
-            for piece in pieces:
-                f.write(piece)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(out) as tmp, open(tmp, "wb") as f:  # chunk by chunk: memory bounded by one chunk
+        for piece in pieces:
+            f.write(piece)
     for note in plan.notes:
         print(f"note: {note}")
     print(f"{out}: {stats.summary()}")
@@ -244,9 +251,8 @@ def cmd_decompress(args) -> int:
     from vistok.data.transforms import to_uint8
     from vistok.files import write_media
 
-    path = Path(args.input)
-    if not path.is_file():
-        raise VistokError(f"input {path} does not exist")
+    path = check_input_file(args.input)
+    check_output_file(args.output, [path])
     max_pixels = None if args.max_pixels == 0 else args.max_pixels
     with open(path, "rb") as f:
         header = read_header(f)
@@ -311,6 +317,7 @@ def cmd_rd(args) -> int:
         chunk_frames=args.chunk_frames, lpips=lpips, progress=lambda msg: print(f"... {msg}", file=sys.stderr),
     )
     print(result.table())
+    check_output_dir(args.out, args.inputs, what="--out folder")
     files = result.write(args.out)
     print("wrote " + ", ".join(str(f) for f in files.values()))
     return 0
@@ -413,6 +420,7 @@ def cmd_eval(args) -> int:
     finally:
         if "bar" in bar:
             bar["bar"].close()
+    check_output_dir(args.out, args.data, what="--out folder")
     files = result.write(args.out, save_features=args.save_features)
     print(result.markdown().split("\n\nPer clip")[0])
     for s, r in result.skipped:

@@ -75,15 +75,27 @@ def save_tokens(path: str | Path, tokens: np.ndarray, meta: dict) -> Path:
 
 
 def load_tokens(path: str | Path) -> tuple[np.ndarray, dict]:
+    """Tokens ``(t' h' w')`` int64 and their metadata from a file :func:`save_tokens` wrote; the
+    array must hold non-negative integers (not floats or booleans) in a non-empty grid, the
+    metadata must be a JSON object whose ``fps`` (if any) is a number in [0, 1000] (0 for stills)."""
     p = Path(path)
     try:
         with np.load(p, allow_pickle=False) as z:
-            indices = z["indices"].astype(np.int64)
-            meta = json.loads(bytes(z["meta"]).decode())
+            raw = z["indices"]
+            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
     except FileNotFoundError:
         raise VistokError(f"token file {p} does not exist") from None
-    except Exception as e:  # zip / key / json errors: all mean "not our file"
+    except Exception as e:  # zip / key / json / unicode errors: all mean "not our file"
         raise VistokError(f"{p} is not a vistok token file: {e}") from None
-    if indices.ndim != 3:
-        raise VistokError(f"{p}: expected indices of shape (t', h', w'), got {indices.shape}")
-    return indices, meta
+    if raw.dtype == np.bool_ or not np.issubdtype(raw.dtype, np.integer):
+        raise VistokError(f"{p}: token indices must be integers, got {raw.dtype}")
+    if raw.ndim != 3 or raw.size == 0:
+        raise VistokError(f"{p}: expected a non-empty (t', h', w') grid of indices, got shape {raw.shape}")
+    if int(raw.min()) < 0:
+        raise VistokError(f"{p}: token indices must be >= 0, got {int(raw.min())}")
+    if not isinstance(meta, dict):
+        raise VistokError(f"{p}: metadata must be a JSON object, got {type(meta).__name__}")
+    fps = meta.get("fps")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 <= fps <= 1000):
+        raise VistokError(f"{p}: metadata fps must be a number in [0, 1000] (0: a still image), got {fps!r}")
+    return raw.astype(np.int64), meta

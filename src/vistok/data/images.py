@@ -22,6 +22,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from vistok.atomic import atomic_output
 from vistok.errors import VistokError
 
 #: Suffixes treated as still images when scanning folders (GIF is a video: see ``VIDEO_EXTENSIONS``).
@@ -124,5 +125,6 @@ def write_image(path: str | os.PathLike, image) -> Path:
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
         raise VistokError(f"expected pixels laid out (h w 3) or (h w); got shape {tuple(image.shape)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(image)).save(path, format="PNG")
+    with atomic_output(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
     return path

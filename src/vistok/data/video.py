@@ -21,6 +21,7 @@ from typing import BinaryIO, Union
 import av
 import numpy as np
 
+from vistok.atomic import atomic_output
 from vistok.errors import VistokError
 
 #: Suffixes treated as videos when scanning folders. GIF is listed here rather than with the images:
@@ -280,13 +281,14 @@ def write_video(
     if not (fps > 0 and math.isfinite(fps)):
         raise VistokError(f"fps must be a positive number; got {fps!r}")
     suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".gif":
-        _write_gif(path, frames, fps)
-    elif suffix in _MUXERS:
-        _write_h264(path, _even(frames, odd_size), fps, crf, preset)
-    else:
+    if suffix != ".gif" and suffix not in _MUXERS:
         raise VistokError(f"cannot write {path.name}: expected a .mp4, .mkv, .mov, .m4v or .gif path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:  # a failure (full disk, kill) never leaves a broken file under the name
+        if suffix == ".gif":
+            _write_gif(tmp, frames, fps)
+        else:
+            _write_h264(tmp, _even(frames, odd_size), fps, crf, preset)
     return path
 
 

@@ -31,6 +31,7 @@ from torch import nn
 from vistok.atomic import atomic_write_text, remove_stale_temporaries
 from vistok.configuration import Config, to_dict
 from vistok.errors import VistokError
+from vistok.paths import FolderLock, check_output_dir
 from vistok.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint_on_main, set_rng_state
 from vistok.train.distributed import DistInfo, any_rank, cleanup_distributed, setup_distributed
 from vistok.train.ema import EMA
@@ -122,16 +123,22 @@ class TrainLoop:
         self.out_of_time = False
         self.build()
         self.ema = EMA(self.module, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.lock: FolderLock | None = None
         if self.info.is_main:
-            if self.out.exists() and not self.out.is_dir():
-                raise VistokError(f"--out {self.out} exists and is not a folder")
-            self.out.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.out)
-        if resume:
-            self._load(self.out / CHECKPOINT_NAME)
-        elif (self.out / CHECKPOINT_NAME).exists():
-            raise VistokError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
-        self.after_start()
+            check_output_dir(self.out, what="run folder --out")
+            self.lock = FolderLock(self.out)  # one run writes into a folder at a time
+        try:
+            if self.info.is_main:
+                remove_stale_temporaries(self.out)
+                remove_stale_temporaries(self.out / "model")
+            if resume:
+                self._load(self.out / CHECKPOINT_NAME)
+            elif (self.out / CHECKPOINT_NAME).exists():
+                raise VistokError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+            self.after_start()
+        except BaseException:
+            self.close()
+            raise
 
     # -- what a trainer supplies --------------------------------------------------------------------
 
@@ -324,6 +331,9 @@ class TrainLoop:
         return LoopResult(out_dir=self.out, step=self.step, model_dir=model_dir, last_metrics=last)
 
     def close(self) -> None:
+        if getattr(self, "lock", None) is not None:
+            self.lock.release()
+            self.lock = None
         cleanup_distributed()
 
     @classmethod

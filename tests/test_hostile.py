@@ -1,0 +1,155 @@
+"""Hostile and careless inputs: every command ends in exit 0 or one line ``vistok: error:`` with
+exit 2, inputs are byte-identical afterwards, nothing partial is left, and nothing blocks."""
+
+import hashlib
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from vistok.atomic import temporary_name
+from vistok.cli import main
+from vistok.errors import VistokError
+from vistok.paths import FolderLock
+from vistok.tokenizers import Magvit2Config, Magvit2Tokenizer
+from vistok.train.config import load_train_config
+from vistok.train.trainer import Trainer, train
+
+from conftest import TINY_MODEL, tiny_train_overrides
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("model")
+    Magvit2Tokenizer(Magvit2Config.from_dict(TINY_MODEL)).save_pretrained(d)
+    return d
+
+
+def digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_refused(code, err, needle=""):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("vistok: error:"), err
+    assert needle in lines[0], lines[0]
+
+
+def test_output_equal_to_input_is_refused(capsys, model_dir, media_dir, tmp_path):
+    src = tmp_path / "x.mp4"
+    src.write_bytes((media_dir / "clip0.mp4").read_bytes())
+    before = digest(src)
+    for target in (src, tmp_path / "sub" / ".." / "x.mp4"):
+        code, _, err = run(capsys, "reconstruct", model_dir, src, target)
+        assert_refused(code, err, "refusing to overwrite")
+    code, _, err = run(capsys, "reconstruct", model_dir, src, tmp_path / "ok.mp4", "--metrics", src)
+    assert_refused(code, err, "refusing to overwrite")
+    code, _, err = run(capsys, "encode", model_dir, src, src)
+    assert code == 2
+    assert digest(src) == before
+
+
+def test_outputs_that_are_folders_or_under_files(capsys, model_dir, media_dir, tmp_path):
+    (tmp_path / "adir").mkdir()
+    code, _, err = run(capsys, "reconstruct", model_dir, media_dir / "image0.png", tmp_path / "adir")
+    assert_refused(code, err, "is a folder")
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run(capsys, "encode", model_dir, media_dir / "image0.png", tmp_path / "afile" / "t.npz")
+    assert_refused(code, err, "is a file, not a folder")
+    # a missing folder is created (one behaviour for every command)
+    code, _, err = run(capsys, "encode", model_dir, media_dir / "image0.png", tmp_path / "new" / "deeper" / "t.npz")
+    assert code == 0 and (tmp_path / "new" / "deeper" / "t.npz").is_file()
+
+
+def test_fifos_are_refused_without_blocking(capsys, model_dir, media_dir, tmp_path):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    result = {}
+
+    def go(args):
+        result["r"] = run(capsys, *args)
+
+    for args in (["reconstruct", model_dir, fifo, tmp_path / "o.mp4"],
+                 ["reconstruct", model_dir, media_dir / "image0.png", tmp_path / "pipe.png"]):
+        if args[-1].name == "pipe.png":
+            os.mkfifo(tmp_path / "pipe.png")
+        t = threading.Thread(target=go, args=(args,), daemon=True)
+        t.start()
+        t.join(timeout=60)
+        assert not t.is_alive(), "blocked on a FIFO"
+        assert_refused(result["r"][0], result["r"][2], "not a regular file")
+
+
+@pytest.mark.parametrize("indices, needle", [
+    (np.full((1, 2, 2), 1.5, np.float32), "must be integers"),
+    (np.ones((1, 2, 2), bool), "must be integers"),
+    (np.zeros((0, 2, 2), np.int64), "non-empty"),
+    (np.full((1, 2, 2), -3, np.int64), ">= 0"),
+])
+def test_tampered_token_files(capsys, model_dir, tmp_path, indices, needle):
+    p = tmp_path / "t.npz"
+    meta = np.frombuffer(json.dumps({"fps": 25.0}).encode(), np.uint8)
+    np.savez(p, indices=indices, meta=meta)
+    code, _, err = run(capsys, "decode", model_dir, p, tmp_path / "o.png")
+    assert_refused(code, err, needle)
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("meta, needle", [([1, 2], "JSON object"), ({"fps": 4294967295}, "fps"), ({"fps": "fast"}, "fps")])
+def test_tampered_token_metadata(capsys, model_dir, tmp_path, meta, needle):
+    p = tmp_path / "t.npz"
+    np.savez(p, indices=np.zeros((1, 2, 2), np.int64), meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    code, _, err = run(capsys, "decode", model_dir, p, tmp_path / "o.png")
+    assert_refused(code, err, needle)
+
+
+def test_model_folders_with_bad_config(capsys, media_dir, tmp_path, model_dir):
+    weights = (model_dir / "model.safetensors").read_bytes()
+    cases = {
+        "wrongtype": json.dumps({"model_type": "magvit2", "config": {"base_channels": "eight"}}).encode(),
+        "missing": json.dumps({"model_type": "magvit2"}).encode(),
+        "deep": json.dumps({"model_type": "magvit2", "config": {"quantizer": {"bits": {"a": 1}}}}).encode(),
+        "notutf8": b"\xff\xfe\x00garbage",
+        "unknownkey": json.dumps({"model_type": "magvit2", "config": {"widthh": 3}}).encode(),
+    }
+    for name, config in cases.items():
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_bytes(config)
+        (d / "model.safetensors").write_bytes(weights)
+        code, _, err = run(capsys, "reconstruct", d, media_dir / "image0.png", tmp_path / f"{name}.png")
+        assert_refused(code, err)
+
+
+def test_concurrent_runs_into_one_folder_and_stale_temporaries(media_dir, tmp_path):
+    cfg = load_train_config("tiny", tiny_train_overrides(media_dir, steps=4))
+    first = Trainer(cfg, tmp_path / "run", quiet=True)
+    try:
+        with pytest.raises(VistokError, match="in use by another vistok run"):
+            Trainer(cfg, tmp_path / "run", quiet=True)
+    finally:
+        first.close()
+    train(cfg, tmp_path / "run2", quiet=True, stop_after=3)  # "killed" after the step-3 checkpoint
+    stale = temporary_name(tmp_path / "run2" / "checkpoint.pt").with_name(".checkpoint.vistok-tmp-999999999.pt")
+    stale.write_bytes(b"half a checkpoint from a killed run")
+    res = train(cfg, tmp_path / "run2", quiet=True, resume=True)
+    assert res.step == 4 and not stale.exists()
+    assert not list((tmp_path / "run2").glob(".*vistok-tmp*"))
+
+
+def test_folder_lock_is_released(tmp_path):
+    lock = FolderLock(tmp_path)
+    with pytest.raises(VistokError):
+        FolderLock(tmp_path)
+    lock.release()
+    FolderLock(tmp_path).release()
