@@ -153,3 +153,44 @@ def test_folder_lock_is_released(tmp_path):
         FolderLock(tmp_path)
     lock.release()
     FolderLock(tmp_path).release()
+
+
+def _png_declaring(path, width, height):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_pixel_bombs_refused_before_work(capsys, model_dir, tmp_path):
+    bomb = _png_declaring(tmp_path / "bomb.png", 9000, 9000)  # 185 bytes on disk
+    for command in ("reconstruct", "encode", "compress"):
+        suffix = {"reconstruct": ".png", "encode": ".npz", "compress": ".vtok"}[command]
+        code, _, err = run(capsys, command, model_dir, bomb, tmp_path / f"out{suffix}")
+        assert_refused(code, err, "exceed the budget")
+        assert not (tmp_path / f"out{suffix}").exists()
+    huge = _png_declaring(tmp_path / "huge.png", 100_000, 100_000)
+    from vistok.data.images import read_image
+
+    with pytest.raises(VistokError, match="declares 100000x100000"):
+        read_image(huge)
+
+
+def test_exif_orientation_applied_the_same_way_everywhere(capsys, model_dir, tmp_path):
+    from PIL import Image
+
+    from vistok.data.images import probe_image, read_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: a 64-wide, 48-high stored image is shown 48 wide, 64 high
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+        tmp_path / "rot.jpg", exif=exif.tobytes())
+    assert probe_image(tmp_path / "rot.jpg") == read_image(tmp_path / "rot.jpg").shape[:2] == (64, 48)
+    for command, out in (("reconstruct", "r.png"), ("encode", "t.npz"), ("compress", "c.vtok")):
+        code, _, err = run(capsys, command, model_dir, tmp_path / "rot.jpg", tmp_path / out)
+        assert code == 0, err

@@ -43,6 +43,10 @@ def _progress(desc: str):
     return update
 
 
+def _max_pixels(args) -> int | None:
+    return None if args.max_pixels == 0 else args.max_pixels
+
+
 # -- commands -------------------------------------------------------------------------------------
 
 
@@ -74,7 +78,7 @@ def cmd_reconstruct(args) -> int:
     tok = _load(args.model)
     rec = reconstruct_file(
         tok, args.input, size=args.size, max_frames=args.max_frames, chunk_frames=args.chunk_frames,
-        progress=_progress("reconstruct"),
+        progress=_progress("reconstruct"), max_pixels=_max_pixels(args),
     )
     write_media(args.output, rec.reconstructed, fps=rec.plan.fps)
     for note in rec.plan.notes:
@@ -92,7 +96,7 @@ def cmd_encode(args) -> int:
     check_input_file(args.input)
     check_output_file(args.tokens, [args.input])
     tok = _load(args.model)
-    plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames)
+    plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames, max_pixels=_max_pixels(args))
     import numpy as np
 
     chunks = [idx[0].numpy() for idx in tok.encode_stream(iter_input_chunks(plan, args.chunk_frames, tok.temporal_compression))]
@@ -221,7 +225,7 @@ def cmd_compress(args) -> int:
         raise VistokError(f"{args.model}: the codec needs a tokenizer with LFQ tokens")
     if not 0 <= args.drop_bits < bits:
         raise VistokError(f"--drop-bits must be in [0, {bits - 1}] for this {bits}-bit tokenizer")
-    plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames)
+    plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames, max_pixels=_max_pixels(args))
     stats = CompressStats(args.entropy)
     pieces = iter_compress(
         tok,
@@ -468,7 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
+    def pixel_budget(q):
+        from vistok.pipelines.reconstruct import DEFAULT_MAX_FRAME_PIXELS
+
+        q.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_FRAME_PIXELS,
+                       help=f"refuse frames of more pixels than this after --size (memory grows with them; "
+                       f"default {DEFAULT_MAX_FRAME_PIXELS}, Full HD; 0: no limit)")
+
     def media_opts(q):
+        pixel_budget(q)
         q.add_argument("--size", type=int, help="resize the shorter side to this first (default: native size)")
         q.add_argument("--max-frames", type=int, help="use at most this many frames (trimmed to 1 + 4k)")
         q.add_argument("--chunk-frames", type=int, default=16, help="frames per streamed chunk (multiple of 4; bounds memory)")
@@ -537,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     c.add_argument("input", metavar="INPUT")
     c.add_argument("output", metavar="OUT.vtok")
+    pixel_budget(c)
     c.add_argument("--size", type=int, help="resize the shorter side to this first (default: native size)")
     c.add_argument("--max-frames", type=int, help="use at most this many frames (trimmed to 1 + 4k)")
     c.add_argument("--chunk-frames", type=int,

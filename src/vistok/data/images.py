@@ -42,19 +42,44 @@ def _name(source: ImageSource) -> str:
     return "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else getattr(source, "name", "<file>")
 
 
+# Images declaring more pixels than this are refused from the header, before any decoding: a
+# 200-byte PNG can declare 100 000 x 100 000 pixels (a "decompression bomb").
+MAX_DECODE_PIXELS = 1 << 28
+
+# EXIF orientations that rotate by 90 degrees (width and height swap once applied).
+_TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
+
+
 def _open(source: ImageSource) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(bytes(source))
     try:
-        return Image.open(source)
+        img = Image.open(source)
     except _PIL_ERRORS as e:
         raise VistokError(f"cannot open {_name(source)} as an image: {e}") from e
+    except Image.DecompressionBombError as e:
+        raise VistokError(f"{_name(source)}: refusing to decode: {e}") from None
+    w, h = img.size
+    if w * h > MAX_DECODE_PIXELS:
+        img.close()
+        raise VistokError(f"{_name(source)} declares {w}x{h} pixels, more than the {MAX_DECODE_PIXELS} vistok decodes")
+    return img
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # a damaged EXIF block: pillow's exif_transpose ignores it too
+        return 1
 
 
 def probe_image(source: ImageSource) -> tuple[int, int]:
-    """``(height, width)`` from the file header, without decoding the pixels."""
+    """``(height, width)`` from the file header, without decoding the pixels, as :func:`read_image`
+    returns them (EXIF orientation applied, so a portrait photo stored landscape reads as portrait)."""
     with _open(source) as img:
         w, h = img.size
+        if _orientation(img) in _TRANSPOSED_ORIENTATIONS:
+            w, h = h, w
     if w < 1 or h < 1:
         raise VistokError(f"{_name(source)}: image has no pixels ({w}x{h})")
     return h, w

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vistok.data.images import read_image
+from vistok.data.images import probe_image, read_image
 from vistok.data.transforms import center_crop, resize_shorter, to_uint8
 from vistok.data.video import probe_video, read_video
 from vistok.errors import VistokError
 from vistok.files import media_kind
+from vistok.paths import check_input_file
 from vistok.metrics.quality import frame_quality
 from vistok.tokenizers.base import Tokenizer
 
@@ -40,19 +41,25 @@ class MediaPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def plan_media(tok: Tokenizer, path: str | Path, *, size: int | None = None, max_frames: int | None = None) -> MediaPlan:
-    """Probe ``path`` (no decoding) and decide frames and crop for ``tok``."""
-    p = Path(path)
-    if not p.is_file():
-        raise VistokError(f"input {p} does not exist")
+# Frames larger than this (after --size) are refused before any work: the tokenizer's activations
+# grow with the pixels (a 12-megapixel photo drove the tiny model past 10 GB). Full HD fits in a
+# few GB; tile or resize larger media, or raise the budget with --max-pixels.
+DEFAULT_MAX_FRAME_PIXELS = 1920 * 1088
+
+
+def plan_media(
+    tok: Tokenizer, path: str | Path, *, size: int | None = None, max_frames: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS,
+) -> MediaPlan:
+    """Probe ``path`` (no decoding) and decide frames and crop for ``tok``; frames of more than
+    ``max_pixels`` pixels on the tokenizer's grid are refused (``None``: no limit)."""
+    p = check_input_file(path)
     kind = media_kind(p)
     tc, sc = tok.temporal_compression, tok.spatial_compression
     if kind == "video":
         info = probe_video(p)
         h, w, n, fps = info.height, info.width, info.frames, info.fps or 25.0
     else:
-        from vistok.data.images import probe_image
-
         (h, w), n, fps = probe_image(p), 1, 0.0
     notes = []
     if size is not None:
@@ -67,6 +74,11 @@ def plan_media(tok: Tokenizer, path: str | Path, *, size: int | None = None, max
         raise VistokError(f"{p}: {h}x{w} is smaller than the tokenizer's {sc}x{sc} patch; pass --size")
     if (ch, cw) != (rh, rw):
         notes.append(f"centre-cropped {rh}x{rw} to {ch}x{cw} (a multiple of {sc})")
+    if max_pixels is not None and ch * cw > max_pixels:
+        raise VistokError(
+            f"{p}: {cw}x{ch} frames ({ch * cw} pixels) exceed the budget of {max_pixels} pixels per frame; "
+            f"pass --size (e.g. --size {min(1080, min(ch, cw))}) to shrink them, or --max-pixels to raise the budget"
+        )
     limit = n if max_frames is None else min(n, max_frames)
     if limit < 1:
         raise VistokError(f"{p}: no frames to use")
@@ -134,9 +146,10 @@ def reconstruct_file(
     max_frames: int | None = None,
     chunk_frames: int = 16,
     progress=None,
+    max_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS,
 ) -> Reconstruction:
     """Tokenize ``path`` and decode it again; metrics are computed on uint8-rounded frames."""
-    plan = plan_media(tok, path, size=size, max_frames=max_frames)
+    plan = plan_media(tok, path, size=size, max_frames=max_frames, max_pixels=max_pixels)
     tc = tok.temporal_compression
     if chunk_frames < tc or chunk_frames % tc:
         raise VistokError(f"--chunk-frames must be a positive multiple of {tc}")
