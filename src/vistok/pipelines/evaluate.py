@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -177,6 +178,12 @@ def _prepare(frames: np.ndarray, protocol: EvalProtocol, spatial: int) -> np.nda
     return center_crop(x, ch, cw).permute(1, 2, 3, 0).contiguous().numpy()
 
 
+def _frames_missing(message: str, wanted: int) -> int | None:
+    """From read_video's "... but the video ended after K" message: how many frames were missing."""
+    m = re.search(r"ended after (\d+)", message)
+    return None if m is None else wanted - int(m.group(1))
+
+
 def select_clips(
     inputs: Sequence[str | Path], protocol: EvalProtocol, *, temporal: int, spatial: int,
     skipped: list[tuple[str, str]] | None = None,
@@ -212,7 +219,15 @@ def select_clips(
             for s in starts:
                 if protocol.max_clips is not None and len(clips) >= protocol.max_clips:
                     break
-                frames = read_video(source, start=s, num_frames=n)
+                try:
+                    frames = read_video(source, start=s, num_frames=n)
+                except VistokError as e:  # headers may count more frames than decode: end the window earlier
+                    shortfall = _frames_missing(str(e), n)
+                    if shortfall is None or s - shortfall < 0 or (s - shortfall) in starts:
+                        skipped.append((f"{name}@{s}", str(e)))
+                        continue
+                    s = s - shortfall
+                    frames = read_video(source, start=s, num_frames=n)
                 clip_name = f"{Path(name).name}@{s}" if len(starts) > 1 or s else Path(name).name
                 clips.append(EvalClip(clip_name, name, s, _prepare(frames, protocol, spatial), info.fps or 25.0))
         except VistokError as e:
@@ -331,7 +346,7 @@ def _frechet(real: list[np.ndarray], fake: list[np.ndarray], what: str, notes: l
         return None
     x, y = np.concatenate(real), np.concatenate(fake)
     note = reliability_note(len(x), x.shape[1])
-    if note:
+    if note and f"{what} over {len(x)} samples: {note}" not in notes:
         notes.append(f"{what} over {len(x)} samples: {note}")
     return frechet_distance(GaussianStats.from_features(x), GaussianStats.from_features(y))
 
@@ -523,8 +538,8 @@ def evaluate(
         for key in ("psnr", "ssim", "ms_ssim", "lpips_vgg", "lpips_alex", "bpp", "bits_per_token_coded"):
             vals = [r[key] for r in rows if r.get(key) is not None]
             agg[key] = float(np.mean(vals)) if vals else None
-        agg["rfid"] = _frechet(feats_real_inc, feats_inc[method], f"rFID ({method})", notes) if nets.inception else None
-        agg["rfvd"] = _frechet(feats_real_i3d, feats_i3d[method], f"rFVD ({method})", notes) if nets.i3d else None
+        agg["rfid"] = _frechet(feats_real_inc, feats_inc[method], "rFID", notes) if nets.inception else None
+        agg["rfvd"] = _frechet(feats_real_i3d, feats_i3d[method], "rFVD", notes) if nets.i3d else None
         if method in tokens:
             tok = dict(models)[method]
             allt = np.concatenate(tokens[method]) if tokens[method] else np.zeros(0, np.int64)
