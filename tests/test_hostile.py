@@ -194,3 +194,13 @@ def test_exif_orientation_applied_the_same_way_everywhere(capsys, model_dir, tmp
     for command, out in (("reconstruct", "r.png"), ("encode", "t.npz"), ("compress", "c.vtok")):
         code, _, err = run(capsys, command, model_dir, tmp_path / "rot.jpg", tmp_path / out)
         assert code == 0, err
+
+
+def test_token_file_declaring_a_huge_clip_is_refused_quickly(capsys, model_dir, tmp_path):
+    p = tmp_path / "long.npz"
+    np.savez_compressed(p, indices=np.zeros((20_000, 8, 8), np.int64),
+                        meta=np.frombuffer(json.dumps({"fps": 25.0}).encode(), np.uint8))
+    assert p.stat().st_size < 100_000
+    code, _, err = run(capsys, "decode", model_dir, p, tmp_path / "o.mp4")
+    assert_refused(code, err, "more than --max-pixels")
+    assert not (tmp_path / "o.mp4").exists()

@@ -120,6 +120,15 @@ def cmd_decode(args) -> int:
     check_output_file(args.output, [args.tokens])
     indices, meta = load_tokens(args.tokens)
     tok = _load(args.model)
+    t, h, w = indices.shape
+    frames = 1 + (t - 1) * tok.temporal_compression
+    pixels = frames * h * w * tok.spatial_compression**2
+    if args.max_pixels and pixels > args.max_pixels:
+        raise VistokError(
+            f"{args.tokens}: a {t}x{h}x{w} token grid decodes to {frames} frames of "
+            f"{w * tok.spatial_compression}x{h * tok.spatial_compression} ({pixels} pixels), more than --max-pixels "
+            f"{args.max_pixels}; raise it (0: no limit) if the file is trusted"
+        )
     if meta.get("model_id") not in (None, tok.model_id()) and not args.force:
         raise VistokError(
             f"{args.tokens} was encoded with model {str(meta.get('model_id'))[:12]}…, but {args.model} is "
@@ -512,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("output", metavar="OUTPUT")
     d.add_argument("--chunk-latents", type=int, default=4, help="latent frames per streamed chunk (bounds memory)")
     d.add_argument("--force", action="store_true", help="decode even if the tokens came from another model")
+    d.add_argument("--max-pixels", type=int, default=1 << 28,
+                   help="refuse token files that decode to more frames x height x width than this (0: no limit)")
     d.set_defaults(func=cmd_decode)
 
     es = sub.add_parser("encode-set", help="tokenize a labelled data set into one token-set .npz (for train-lm)",
