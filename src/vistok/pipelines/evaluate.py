@@ -399,7 +399,7 @@ class EvalResult:
             lines.append(f"| {c.name} | " + " | ".join(cells) + " |")
         lines += [""] + [f"- {n}" for n in self.notes]
         if self.skipped:
-            lines += ["", f"Skipped {len(self.skipped)} unreadable file(s):"] + [f"- {s}: {r}" for s, r in self.skipped]
+            lines += ["", f"Skipped {len(self.skipped)} unreadable file(s) or clip windows:"] + [f"- {s}: {r}" for s, r in self.skipped]
         return "\n".join(lines) + "\n"
 
     def write(self, out: str | Path, *, save_features: bool = False) -> dict[str, Path]:
@@ -442,7 +442,7 @@ class EvalResult:
                 ax.bar(x + j * width, vals, width, label=label)
             ax.set_title({"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips_vgg": "LPIPS-VGG (lower is better)"}[metric])
             ax.set_xticks(x + width * (len(self.models) - 1) / 2)
-            ax.set_xticklabels([c.name[:18] for c in self.clips], rotation=60, ha="right", fontsize=7)
+            ax.set_xticklabels([re.sub(r"\.\w+(@|$)", r"\1", c.name)[-22:] for c in self.clips], rotation=60, ha="right", fontsize=7)
             ax.grid(True, axis="y", alpha=0.3)
         axes[0][0].legend(fontsize=8)
         fig.tight_layout()
