@@ -38,3 +38,16 @@ def media_dir(tmp_path_factory):
         img = to_uint8(moving_shapes(frames=1, height=36, width=36, seed=10 + i))[0]
         write_image(d / f"image{i}.png", img)
     return d
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A saved tiny MAGVIT-v2 tokenizer (random weights) for command-line tests."""
+    import torch
+
+    from vistok.tokenizers import Magvit2Config, Magvit2Tokenizer
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("model")
+    Magvit2Tokenizer(Magvit2Config.from_dict(TINY_MODEL)).save_pretrained(d)
+    return d

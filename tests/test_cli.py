@@ -15,14 +15,6 @@ from vistok.tokenizers import Magvit2Config, Magvit2Tokenizer
 from conftest import TINY_MODEL, tiny_train_overrides
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("model")
-    Magvit2Tokenizer(Magvit2Config.from_dict(TINY_MODEL)).save_pretrained(d)
-    return d
-
-
 def run(capsys, *argv):
     code = main([str(a) for a in argv])
     out = capsys.readouterr()

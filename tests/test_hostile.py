@@ -21,14 +21,6 @@ from vistok.train.trainer import Trainer, train
 from conftest import TINY_MODEL, tiny_train_overrides
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("model")
-    Magvit2Tokenizer(Magvit2Config.from_dict(TINY_MODEL)).save_pretrained(d)
-    return d
-
-
 def digest(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
