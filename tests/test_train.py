@@ -113,3 +113,23 @@ def test_torchrun_two_ranks_stay_in_sync(media_dir, tmp_path):
     assert sums[0]["batches_differ"]  # ... while each rank saw its own data
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_perceptual_term_uses_installed_weights_by_name(media_dir, tmp_path, monkeypatch):
+    """loss.perceptual_weight > 0 takes LPIPS-VGG from the vistok home; without it, one clear error
+    naming the install command."""
+    from vistok.errors import VistokError
+    from vistok.metrics.perceptual import LPIPS
+    from vistok.metrics.store import installed_weights
+
+    monkeypatch.setenv("VISTOK_HOME", str(tmp_path / "home"))
+    cfg = load_train_config("tiny", tiny_train_overrides(media_dir, steps=1) + ["loss.perceptual_weight=0.1"])
+    with pytest.raises(VistokError, match="vistok weights install lpips-vgg"):
+        train(cfg, tmp_path / "run", quiet=True)
+    target = installed_weights("lpips-vgg")
+    target.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    LPIPS(width=4).save_pretrained(target)
+    res = train(cfg, tmp_path / "run2", quiet=True)
+    rows = read_metrics(tmp_path / "run2" / "metrics.jsonl")
+    assert res.step == 1 and rows[-1].get("perceptual", 0) > 0
