@@ -226,7 +226,7 @@ def test_load_i3d_errors(tmp_path):
         load_i3d(junk)
     partial = tmp_path / "partial.safetensors"
     save_file({"logits.bias": torch.zeros(400)}, str(partial))
-    with pytest.raises(VistokError, match="partial.safetensors is not an I3D state dict"):
+    with pytest.raises(VistokError, match="partial.safetensors do not match the model"):
         load_i3d(partial)
 
 

@@ -54,11 +54,10 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from vistok.errors import VistokError
+from vistok.pretrained import load_into, load_weights
 from vistok.metrics.safe_pickle import flatten_arrays, load_array_pickle
 
 __all__ = [
@@ -365,15 +364,7 @@ def load_i3d(path: str | Path) -> I3D:
     path = Path(path)
     if not path.is_file():
         raise VistokError(f"I3D weights not found at {path}; {_HOW_TO_GET}")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise VistokError(f"{path} is not a readable safetensors file ({e}); {_HOW_TO_GET}") from None
+    state = load_weights(path)
     model = I3D()
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]
-        raise VistokError(f"{path} is not an I3D state dict: {detail[:300]}") from None
+    load_into(model, state, path)
     return model.eval().requires_grad_(False)

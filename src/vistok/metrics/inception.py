@@ -46,11 +46,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from vistok.errors import VistokError
+from vistok.pretrained import load_into, load_weights
 
 __all__ = [
     "FEATURE_DIM",
@@ -467,16 +466,9 @@ def load_inception(path: str | Path, *, convention: str = "tf") -> InceptionV3FI
     if not p.is_file():
         raise VistokError(f"{where}: no such file (convert the FID Inception weights once with "
                           "convert_fid_torchscript or convert_pytorch_fid and save them with safetensors)")
-    try:
-        state = load_file(str(p), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise VistokError(f"{where} is not a readable safetensors file ({_cause(e)})") from None
+    state = load_weights(p)
     model = InceptionV3FID(convention=convention, logits="fc.weight" in state)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())
-        raise VistokError(f"{where} does not match the FID InceptionV3: {detail[:300]}") from None
+    load_into(model, state, p)
     model.eval().requires_grad_(False)
     return model
 

@@ -42,10 +42,10 @@ import numpy as np
 import torch
 from einops import rearrange, reduce
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from vistok.errors import VistokError
+from vistok.pretrained import save_weights
 from vistok.metrics.safe_pickle import flatten_arrays, load_array_pickle
 
 __all__ = [
@@ -277,11 +277,8 @@ class LPIPS(nn.Module):
     def save_pretrained(self, path: str | Path) -> Path:
         """Write trunk and linear weights to one ``.safetensors`` file (no pickle); its metadata
         records the net (``"net": "vgg" | "alex"``) and width."""
-        path = Path(path)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         metadata = {"format": _NETS[self.net]["format"], "net": self.net, "width": str(self.width)}
-        save_file(state, str(path), metadata=metadata)
-        return path
+        return save_weights(path, self.state_dict(), metadata)
 
     @classmethod
     def from_pretrained(
