@@ -8,17 +8,15 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from vistok.atomic import temporary_name
 from vistok.cli import main
 from vistok.errors import VistokError
 from vistok.paths import FolderLock
-from vistok.tokenizers import Magvit2Config, Magvit2Tokenizer
 from vistok.train.config import load_train_config
 from vistok.train.trainer import Trainer, train
 
-from conftest import TINY_MODEL, tiny_train_overrides
+from conftest import tiny_train_overrides
 
 
 def digest(path):

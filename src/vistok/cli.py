@@ -27,6 +27,10 @@ def _load(model: str):
     return load_tokenizer(model)
 
 
+def _model_label(m: str) -> str:
+    return Path(m).parent.name if Path(m).name == "model" else Path(m).name
+
+
 def _progress(desc: str):
     from tqdm import tqdm
 
@@ -293,8 +297,7 @@ def cmd_rd(args) -> int:
     names = [args.model] + list(args.also_model or [])
     models = []
     for m in names:
-        label = Path(m).parent.name if Path(m).name == "model" else Path(m).name
-        models.append((label, _load(m)))
+        models.append((_model_label(m), _load(m)))
     tc = max(t.temporal_compression for _, t in models)
     sc = max(t.spatial_compression for _, t in models)
     crop = None
@@ -398,10 +401,6 @@ def cmd_predict_frames(args) -> int:
         print(f"note: {note}")
     print(f"{res.output}: original | prediction, {res.given_frames} given frame(s) of {res.total_frames}")
     return 0
-
-
-def _model_label(m: str) -> str:
-    return Path(m).parent.name if Path(m).name == "model" else Path(m).name
 
 
 def cmd_eval(args) -> int:

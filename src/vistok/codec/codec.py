@@ -17,7 +17,6 @@ dropped channels are not coded at all, and the decoder receives a zero code for 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction

@@ -33,7 +33,6 @@ can never make the decoder grind through millions of symbols.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import constriction

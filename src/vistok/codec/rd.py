@@ -31,7 +31,7 @@ from vistok.codec.codec import CompressStats, compress_indices, decompress, deco
 from vistok.data.transforms import center_crop, resize_shorter, to_tensor, to_uint8
 from vistok.data.video import probe_video, read_video
 from vistok.errors import VistokError
-from vistok.metrics.quality import frame_quality
+from vistok.metrics.quality import frame_scores
 from vistok.tokenizers.base import Tokenizer, split_clip
 
 DEFAULT_CRFS = (18, 23, 28, 33, 38, 43, 48, 51)
@@ -89,17 +89,8 @@ def load_clip(
 
 
 def quality(original: np.ndarray, decoded: np.ndarray, lpips=None) -> dict[str, float | None]:
-    """Frame-averaged PSNR (dB, capped at 100), SSIM and MS-SSIM of ``(t h w 3)`` uint8 frames, and
-    LPIPS when an :class:`~vistok.metrics.LPIPS` network is given (frames of at least 16 pixels)."""
-    # float32 is ample for 8-bit pixels (PSNR accumulates its squared error in float64 anyway)
-    a = torch.from_numpy(original).permute(0, 3, 1, 2).float() / 127.5 - 1  # (t c h w)
-    b = torch.from_numpy(decoded).permute(0, 3, 1, 2).float() / 127.5 - 1
-    out: dict[str, float | None] = {"ssim": None, "ms_ssim": None}
-    out.update({k: float(v.mean()) for k, v in frame_quality(a, b).items()})
-    if lpips is not None and min(a.shape[-2:]) >= getattr(lpips, "min_size", 16):
-        with torch.no_grad():
-            out["lpips"] = float(torch.cat([lpips(a[i : i + 8], b[i : i + 8]) for i in range(0, len(a), 8)]).mean())
-    return out
+    """PSNR / SSIM / MS-SSIM of ``(t h w 3)`` uint8 frames, and ``lpips`` when a network is given."""
+    return frame_scores(original, decoded, {"lpips": lpips} if lpips is not None else None)
 
 
 @dataclass

@@ -380,6 +380,6 @@ def import_weights(name: str, file: str | Path, *, trunk: str | Path | None = No
 def _is_torchscript(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as z:
-            return any(n.endswith("/code/__torch__.py") or "/code/" in n for n in z.namelist())
+            return any("/code/" in n for n in z.namelist())  # TorchScript archives carry their code
     except zipfile.BadZipFile:
         return False

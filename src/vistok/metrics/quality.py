@@ -13,8 +13,9 @@ use_sample_covariance=False)`` -- see ``ssim``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange, reduce
@@ -296,3 +297,30 @@ def frame_quality(x: Tensor, y: Tensor) -> dict[str, Tensor]:
     if side >= 11 * 2**2:
         out["ms_ssim"] = ms_ssim(x, y)
     return out
+
+
+def uint8_frames(frames: np.ndarray) -> Tensor:
+    """``(t h w 3)`` uint8 -> ``(t 3 h w)`` float32 in [-1, 1] (ample for 8-bit pixels: PSNR
+    accumulates its squared error in float64 anyway)."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+@torch.no_grad()
+def frame_scores(
+    original: np.ndarray, decoded: np.ndarray, lpips: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
+    *, batch: int = 8,
+) -> dict[str, float | None]:
+    """Frame-averaged PSNR (dB, capped at 100), SSIM and MS-SSIM of ``(t h w 3)`` uint8 frames (each
+    ``None`` where the frames are too small for it), and one LPIPS score per ``lpips`` entry
+    (``name -> network``; ``None`` below the network's ``min_size``) -- what ``vistok rd`` and
+    ``vistok eval`` report."""
+    a, b = uint8_frames(original), uint8_frames(decoded)
+    out: dict[str, float | None] = {"psnr": None, "ssim": None, "ms_ssim": None}
+    out.update({k: float(v.double().mean()) for k, v in frame_quality(a, b).items()})
+    for key, net in (lpips or {}).items():
+        if min(a.shape[-2:]) < getattr(net, "min_size", 16):
+            out[key] = None
+            continue
+        out[key] = float(torch.cat([net(a[i : i + batch], b[i : i + batch]) for i in range(0, len(a), batch)]).double().mean())
+    return out
+

@@ -52,7 +52,7 @@ from vistok.metrics.frechet import GaussianStats, frechet_distance, reliability_
 from vistok.metrics.i3d import I3D, fvd_preprocess, load_i3d
 from vistok.metrics.inception import InceptionV3FID, load_inception
 from vistok.metrics.perceptual import LPIPS
-from vistok.metrics.quality import frame_quality
+from vistok.metrics.quality import frame_scores, uint8_frames
 from vistok.metrics.store import installed_weights
 from vistok.pictures import comparison_grid
 from vistok.tokenizers.base import Tokenizer, split_clip
@@ -306,28 +306,9 @@ def baseline_at_rate(clip: EvalClip, codec: str, target_bpp: float, crfs: Sequen
 # -- features and scores ---------------------------------------------------------------------------
 
 
-def _as_float(frames: np.ndarray) -> torch.Tensor:
-    """``(t h w 3)`` uint8 -> ``(t 3 h w)`` float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-@torch.no_grad()
-def frame_scores(original: np.ndarray, decoded: np.ndarray, nets: EvalNetworks, batch: int = 8) -> dict[str, float | None]:
-    """Frame-averaged PSNR / SSIM / MS-SSIM and LPIPS (each network's ``min_size`` respected)."""
-    a, b = _as_float(original), _as_float(decoded)
-    out: dict[str, float | None] = {"psnr": None, "ssim": None, "ms_ssim": None}
-    out.update({k: float(v.double().mean()) for k, v in frame_quality(a, b).items()})
-    for key, net in nets.lpips.items():
-        if min(a.shape[-2:]) < getattr(net, "min_size", 16):
-            out[key] = None
-            continue
-        out[key] = float(torch.cat([net(a[i : i + batch], b[i : i + batch]) for i in range(0, len(a), batch)]).double().mean())
-    return out
-
-
 @torch.no_grad()
 def inception_features(frames: np.ndarray, net: InceptionV3FID, batch: int = 8) -> np.ndarray:
-    x = _as_float(frames)
+    x = uint8_frames(frames)
     return torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)]).double().numpy()
 
 
@@ -521,7 +502,7 @@ def evaluate(
             crf, decoded, bpp = baseline_at_rate(clip, codec, target_bpp)
             outputs.append((f"{codec} (matched bpp)", decoded, {"clip": clip.name, "crf": crf, "bpp": bpp}))
         for method, frames, row in outputs:
-            row.update(frame_scores(clip.frames, frames, nets))
+            row.update(frame_scores(clip.frames, frames, nets.lpips))
             if nets.inception is not None:
                 feats_inc[method].append(inception_features(frames, nets.inception))
             if real_i3d is not None:

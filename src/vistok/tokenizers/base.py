@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from vistok.configuration import to_dict
 from vistok.errors import VistokError
 from vistok.nn.causal_conv import streaming
-from vistok.pretrained import CONFIG_NAME, WEIGHTS_NAME, ModelRegistry, Pretrained
+from vistok.pretrained import CONFIG_NAME, ModelRegistry, Pretrained
 from vistok.quantizers.base import Quantizer, QuantizerOutput
 from vistok.quantizers.config import TRAINING_ONLY_FIELDS
 from vistok.tokenizers.shipped import resolve_model_dir

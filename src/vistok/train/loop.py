@@ -176,7 +176,8 @@ class TrainLoop:
 
     @property
     def picture_every(self) -> int:
-        return self.cfg.checkpoint_every
+        """Steps between :meth:`save_pictures` calls (each trainer names its own setting)."""
+        raise NotImplementedError
 
     # -- shared pieces of a step ----------------------------------------------------------------------
 

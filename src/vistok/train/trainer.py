@@ -139,10 +139,9 @@ class Trainer(TrainLoop):
             opt_d = self.optimizers["discriminator"]
             self.set_lr(opt_d, cfg.optim.disc_lr * lr / cfg.optim.lr)
             opt_d.zero_grad(set_to_none=True)
-            pairs = iter(zip(micro, x_hats))
             stats.update(self.accumulate(
-                self.disc_model, range(len(micro)),
-                lambda _: self.objective.discriminator_loss(*next(pairs), step, self.disc_model),
+                self.disc_model, zip(micro, x_hats),
+                lambda pair: self.objective.discriminator_loss(*pair, step, self.disc_model),
             ))
             opt_d.step()
         return stats

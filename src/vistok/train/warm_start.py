@@ -9,13 +9,11 @@ mis-shaped weight means the architectures differ, and is an error.
 
 from __future__ import annotations
 
-import json
 import logging
 
-from safetensors.torch import load_file
-
 from vistok.errors import VistokError
-from vistok.tokenizers.base import CONFIG_NAME, WEIGHTS_NAME, Tokenizer
+from vistok.pretrained import WEIGHTS_NAME, load_weights, read_config_json
+from vistok.tokenizers.base import Tokenizer
 from vistok.tokenizers.registry import resolve_model_dir
 
 logger = logging.getLogger(__name__)
@@ -27,13 +25,10 @@ def warm_start(tok: Tokenizer, source: str) -> list[str]:
     """Load the weights of the tokenizer saved at ``source`` into ``tok``; returns the names of the
     parameters left at their fresh initialization."""
     d = resolve_model_dir(source)
-    meta = json.loads((d / CONFIG_NAME).read_text())
-    if meta.get("model_type") != tok.model_type:
-        raise VistokError(f"init_from {d}: a {meta.get('model_type')!r} tokenizer cannot initialize a {tok.model_type!r} one")
-    try:
-        saved = load_file(str(d / WEIGHTS_NAME))
-    except Exception as e:
-        raise VistokError(f"init_from: cannot load {d / WEIGHTS_NAME}: {e}") from None
+    meta = read_config_json(d)
+    if meta["model_type"] != tok.model_type:
+        raise VistokError(f"init_from {d}: a {meta['model_type']!r} tokenizer cannot initialize a {tok.model_type!r} one")
+    saved = load_weights(d / WEIGHTS_NAME)
     own = tok.state_dict()
     load, fresh, bad = {}, [], []
     for name, value in own.items():
