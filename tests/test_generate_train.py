@@ -1,12 +1,10 @@
 """LM trainer: resume equals uninterrupted, outputs written, config checks, 2-rank torchrun."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from torchrun_launch import run_two_ranks
 import torch
 
 from lm_fixtures import TINY_LM, tiny_tokenizer, token_set
@@ -122,12 +120,8 @@ def test_non_finite_loss_is_reported_with_its_step(tmp_path, monkeypatch):
 def test_torchrun_two_ranks_stay_in_sync(tmp_path):
     data = token_set(tmp_path / "set.npz", n=16)
     worker = Path(__file__).with_name("lm_ddp_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           str(worker), str(data), str(tmp_path / "run")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    sums = [json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in range(2)]
+    run = run_two_ranks(worker, lambda out: [data, out], tmp_path)
+    sums = [json.loads((run / f"rank{r}.json").read_text()) for r in range(2)]
     assert sums[0]["params"] == sums[1]["params"]  # DDP kept the replicas identical
     assert sums[0]["batches_differ"]  # ... while each rank trained on its own items
-    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3]
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]

@@ -1,12 +1,10 @@
 """Progressive training (image stage, then joint image + video) and warm starts (VQ -> KL)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from torchrun_launch import run_two_ranks
 import torch
 
 import vistok
@@ -116,11 +114,7 @@ def test_torchrun_two_ranks_image_stage(media_dir, tmp_path):
     """Under DDP an image batch leaves the 4-frame patch embedding and head without gradients; the
     run must go on (not wait for them) and the replicas stay identical."""
     worker = Path(__file__).with_name("train_ddp_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           str(worker), str(media_dir), str(tmp_path / "run"), "omni"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    sums = [json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in range(2)]
+    run = run_two_ranks(worker, lambda out: [media_dir, out, "omni"], tmp_path)
+    sums = [json.loads((run / f"rank{r}.json").read_text()) for r in range(2)]
     assert sums[0]["params"] == sums[1]["params"] and sums[0]["batches_differ"]
-    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3, 4]

@@ -2,12 +2,10 @@
 reported with its step, outputs (metrics, pictures, model) are written."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from torchrun_launch import run_two_ranks
 import torch
 
 import vistok
@@ -103,15 +101,11 @@ def test_gan_and_bf16_path_runs(media_dir, tmp_path):
 
 def test_torchrun_two_ranks_stay_in_sync(media_dir, tmp_path):
     worker = Path(__file__).with_name("train_ddp_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           str(worker), str(media_dir), str(tmp_path / "run")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    sums = [json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in range(2)]
+    run = run_two_ranks(worker, lambda out: [media_dir, out], tmp_path)
+    sums = [json.loads((run / f"rank{r}.json").read_text()) for r in range(2)]
     assert sums[0]["params"] == sums[1]["params"]  # DDP kept the replicas identical
     assert sums[0]["batches_differ"]  # ... while each rank saw its own data
-    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    rows = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
 
 
