@@ -13,7 +13,8 @@ from vistok.metrics.frechet import GaussianStats, frechet_distance
 from vistok.metrics.i3d import I3D
 from vistok.metrics.inception import InceptionV3FID
 from vistok.metrics.perceptual import LPIPS
-from vistok.metrics.quality import psnr
+from vistok.codec.baselines import block_means
+from vistok.metrics.quality import clip_diagnostics, frame_scores, psnr
 from vistok.pipelines.evaluate import EvalNetworks, EvalProtocol, evaluate, select_clips
 from vistok.tokenizers import Magvit2Config, Magvit2Tokenizer
 
@@ -87,6 +88,14 @@ def test_metrics_match_direct_computation_and_features_recompute(tok, nets, data
     assert rfid == pytest.approx(agg["rfid"], rel=1e-12) and rfvd == pytest.approx(agg["rfvd"], rel=1e-12)
     assert any(n.startswith("rFVD over 2 samples") and "singular" in n for n in report["notes"])
     assert (tmp_path / "out" / "worst_tiny.png").stat().st_size > 0 and "| tiny |" in files["md"].read_text()
+    # the trivial baseline is scored beside the model on the same frames, and every row carries the
+    # first-frame / later-frame split and the chroma error
+    block = report["models"][f"{tok.spatial_compression}x{tok.spatial_compression} block means"]
+    want = block_means(res.clips[0].frames, tok.spatial_compression)
+    assert block["per_clip"][0]["psnr"] == pytest.approx(frame_scores(res.clips[0].frames, want)["psnr"], abs=1e-9)
+    for row in rows + block["per_clip"]:
+        assert {"psnr_first", "psnr_later", "chroma_error", "grey_input"} <= row.keys()
+    assert rows[0]["psnr_first"] == pytest.approx(clip_diagnostics(clip.frames, to_uint8(rec[0]))["psnr_first"])
 
 
 def test_identical_reconstruction_scores_perfect(nets, data):

@@ -194,3 +194,51 @@ def test_token_file_declaring_a_huge_clip_is_refused_quickly(capsys, model_dir, 
     code, _, err = run(capsys, "decode", model_dir, p, tmp_path / "o.mp4")
     assert_refused(code, err, "more than --max-pixels")
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_encode_set_limits_and_damaged_items(capsys, model_dir, tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "classes"
+    rng = np.random.default_rng(0)
+    for c in ("a", "b", "c"):
+        (root / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    good = (root / "b" / "0.png").read_bytes()
+    (root / "b" / "1.png").write_bytes(good[: len(good) // 2])  # the header probes fine, the pixels do not
+    out = tmp_path / "set.npz"
+    for flag, needle in ((("--limit", "0"), "limit"), (("--limit", "-3"), "limit"), (("--size", "0"), "size")):
+        args = ["encode-set", model_dir, root, out, "--size", "16", *flag]
+        code, _, err = run(capsys, *args)
+        assert_refused(code, err, needle)
+        assert not out.exists()
+    with pytest.warns(UserWarning, match="1.png"):
+        code, text, _ = run(capsys, "encode-set", model_dir, root, out, "--size", "16")
+    assert code == 0 and "5 items" in text and "skipped 1" in text
+    code, text, _ = run(capsys, "encode-set", model_dir, root, out, "--size", "16", "--limit", "3")
+    assert code == 0 and "3 items" in text  # the limit holds across class folders
+
+
+def test_idx_header_sizes_cannot_wrap_around(tmp_path):
+    import struct
+
+    from vistok.data.idx import read_idx
+
+    p = tmp_path / "x-idx3-ubyte"
+    p.write_bytes(b"\x00\x00\x08\x04" + struct.pack(">4I", *[0xFFFFFFFF] * 4) + b"\x00" * 16)
+    with pytest.raises(VistokError, match="more than this reader accepts"):
+        read_idx(p)
+    p.write_bytes(b"\x00\x00\x08\x04" + struct.pack(">4I", 1 << 16, 1 << 16, 1 << 16, 1 << 16) + b"\x00" * 16)
+    with pytest.raises(VistokError, match="more than this reader accepts"):
+        read_idx(p)
+
+
+def test_skipped_training_files_are_all_named(tmp_path):
+    from vistok.data.datasets import skipped_summary
+
+    many = [(f"/d/bad{i}.mp4", "empty file") for i in range(27)] + [("/d/x.txt", "not a video or image file")]
+    text = skipped_summary(many)
+    assert all(f"bad{i}.mp4" in text for i in range(27)) and "x.txt" in text and "(27 file(s))" in text
+    few = skipped_summary(many[:3])
+    assert few.count("\n") == 2 and "bad2.mp4: empty file" in few

@@ -166,8 +166,9 @@ def cmd_encode_set(args) -> int:
                             progress=lambda done, total: bar(done, total))
     save_token_set(args.tokens, res.indices, res.labels, res.meta)
     psnr = "" if res.psnr is None else f", reconstruction PSNR {res.psnr:.2f} dB"
+    skipped = f"; skipped {len(src.skipped)} unreadable file(s), named above" if src.skipped else ""
     print(f"{args.tokens}: {len(res.labels)} items, {len(res.class_names)} classes, grid {list(res.indices.shape[1:])}, "
-          f"vocabulary {tok.vocab_size}{psnr}")
+          f"vocabulary {tok.vocab_size}{psnr}{skipped}")
     return 0
 
 
@@ -428,7 +429,8 @@ def cmd_eval(args) -> int:
         bar["bar"].refresh()
 
     try:
-        result = evaluate(models, args.data, protocol=protocol, networks=nets, codecs=codecs, progress=progress)
+        result = evaluate(models, args.data, protocol=protocol, networks=nets, codecs=codecs,
+                          block_baseline=not args.no_block_means, progress=progress)
     finally:
         if "bar" in bar:
             bar["bar"].close()
@@ -631,6 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fvd-frames", type=int, default=16, help="frames per clip for rFVD (default 16, StyleGAN-V)")
     ev.add_argument("--fvd-resize", type=int, default=224, help="frame side for I3D (default 224)")
     ev.add_argument("--codecs", help="also score these codecs at the first model's bits per pixel (x264, x265)")
+    ev.add_argument("--no-block-means", action="store_true", help="leave out the trivial baseline (each block of the "
+                    "spatial factor's side shown as its mean colour)")
     ev.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
     ev.add_argument("--no-fid", action="store_true", help="skip rFID")
     ev.add_argument("--no-fvd", action="store_true", help="skip rFVD")

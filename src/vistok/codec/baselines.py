@@ -1,4 +1,5 @@
-"""x264 / x265 baselines through PyAV (its wheel bundles libx264 and libx265): encode a clip at a
+"""The baselines a tokenizer is judged against: each ``block x block`` block's mean colour (the
+trivial one: what a tokenizer must beat to be worth its tokens), and x264 / x265 through PyAV (its wheel bundles libx264 and libx265): encode a clip at a
 given CRF into a raw Annex-B bitstream in memory, measure its size, decode it back.
 
 What is counted. The raw elementary stream, no container: parameter sets (VPS/SPS/PPS) and slice
@@ -134,3 +135,22 @@ def run_baseline(
     if decoded.shape != frames.shape:
         raise VistokError(f"{codec} at CRF {crf} decoded to {decoded.shape}, expected {frames.shape}")
     return BaselineResult(codec, int(crf), stream, decoded, sei)
+
+
+def block_means(frames: np.ndarray, block: int) -> np.ndarray:
+    """Every ``block x block`` block of ``(t h w 3)`` uint8 frames painted its mean colour (rounded);
+    a partial block at the right or bottom edge is averaged over the pixels it has."""
+    if block < 1:
+        raise VistokError(f"block must be >= 1, got {block}")
+    f = np.asarray(frames)
+    if f.ndim != 4 or f.shape[-1] != 3 or f.dtype != np.uint8:
+        raise VistokError(f"block_means needs (t h w 3) uint8 frames, got {f.dtype} {f.shape}")
+    t, h, w, c = f.shape
+    ph, pw = -h % block, -w % block
+    x = np.pad(f.astype(np.float64), ((0, 0), (0, ph), (0, pw), (0, 0)))
+    ones = np.pad(np.ones((h, w)), ((0, ph), (0, pw)))
+    hb, wb = (h + ph) // block, (w + pw) // block
+    sums = x.reshape(t, hb, block, wb, block, c).sum(axis=(2, 4))
+    counts = ones.reshape(hb, block, wb, block).sum(axis=(1, 3))[None, :, :, None]
+    means = np.rint(sums / counts).clip(0, 255).astype(np.uint8)
+    return np.repeat(np.repeat(means, block, axis=1), block, axis=2)[:, :h, :w]

@@ -27,7 +27,7 @@ from vistok.errors import VistokError
 logger = logging.getLogger(__name__)
 
 # How many skipped files a warning or error message names before summarizing the rest.
-_MAX_NAMED = 20
+_MAX_LINES = 20
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,25 @@ def media_files(paths_or_folder) -> list[Path]:
     return files
 
 
-def _summary(skipped: Sequence[tuple[str, str]]) -> str:
-    lines = [f"  {path}: {reason}" for path, reason in skipped[:_MAX_NAMED]]
-    if len(skipped) > _MAX_NAMED:
-        lines.append(f"  ... and {len(skipped) - _MAX_NAMED} more (see dataset.skipped)")
-    return "\n".join(lines)
+def check_augment(scale, grayscale, sizes: tuple[int, int]) -> tuple[int | None, float]:
+    """Validated ``(scale, grayscale)``: the shorter side to resize to before cropping (at least the
+    crop's longer side) and the share of clips made grey."""
+    if scale is not None and (not isinstance(scale, int) or scale < max(sizes)):
+        raise VistokError(f"scale must be an integer >= the crop size {max(sizes)} (or unset); got {scale!r}")
+    if not 0.0 <= float(grayscale) <= 1.0:
+        raise VistokError(f"grayscale must be in [0, 1]; got {grayscale!r}")
+    return scale, float(grayscale)
+
+
+def skipped_summary(skipped: Sequence[tuple[str, str]]) -> str:
+    """Every skipped file named, one line per file while there are few, else grouped by reason (one
+    line per reason listing its files), so a command-line user sees each name however many there are."""
+    if len(skipped) <= _MAX_LINES:
+        return "\n".join(f"  {path}: {reason}" for path, reason in skipped)
+    groups: dict[str, list[str]] = {}
+    for path, reason in skipped:
+        groups.setdefault(reason, []).append(path)
+    return "\n".join(f"  {reason} ({len(paths)} file(s)): {', '.join(paths)}" for reason, paths in groups.items())
 
 
 def _mix(*values: int) -> int:
@@ -103,12 +117,15 @@ def make_clip(
     image_frames: int = 1,
     random: bool = True,
     generator: torch.Generator | None = None,
+    scale: int | None = None,
+    grayscale: float = 0.0,
 ) -> tuple[torch.Tensor, int]:
     """Decode one training clip from a file or encoded bytes: ``(video (c t h w) in [-1, 1], start)``.
 
     Videos: ``frames`` frames every ``stride`` from a start drawn uniformly over the
     ``total_frames`` the source has (or 0 when ``random`` is False). Images: a 1-frame clip, repeated
-    to ``image_frames``. Shared by ``ClipDataset`` and ``ShardDataset`` so both sample alike.
+    to ``image_frames``. ``scale`` and ``grayscale``: see :func:`~vistok.data.transforms.prepare_clip`.
+    Shared by ``ClipDataset`` and ``ShardDataset`` so both sample alike.
     """
     span = (frames - 1) * stride + 1
     if kind == "video":
@@ -123,7 +140,7 @@ def make_clip(
         pixels = read_image(source)[None]  # (1 h w 3): an image is a 1-frame clip
     else:
         raise VistokError(f"kind must be 'video' or 'image'; got {kind!r}")
-    video = prepare_clip(pixels, size, random=random, generator=generator)
+    video = prepare_clip(pixels, size, random=random, generator=generator, scale=scale, grayscale=grayscale)
     if kind == "image" and image_frames > 1:
         video = video.expand(-1, image_frames, -1, -1).contiguous()  # a static clip
     return video, start
@@ -161,7 +178,9 @@ class ClipDataset(EntryDataset):
     Items are dicts ``{"video": float tensor (c t h w), "path": str, "kind": "video" | "image",
     "start": int}``. A video gives a clip of ``frames`` frames taken every ``stride`` frames, from a
     random start; an image gives a 1-frame clip (repeated to ``image_frames`` frames if asked, a static
-    clip). Frames are resized (antialiased, aspect kept) to cover ``size`` and cropped to it.
+    clip). Frames are resized (antialiased, aspect kept) to cover ``size`` -- or, with ``scale``, to a
+    shorter side of ``scale`` pixels -- and cropped to it; with ``grayscale`` > 0 that share of the
+    training clips is made grey (BT.601 luma in all three channels).
 
     ``random_crop``: True draws the clip start and the crop window at random (training); False takes the
     first clip and the centre window (evaluation). With ``seed`` set, the draws for item ``i`` come from
@@ -189,6 +208,8 @@ class ClipDataset(EntryDataset):
         image_frames: int = 1,
         seed: int | None = None,
         kinds: Iterable[str] = ("video", "image"),
+        scale: int | None = None,
+        grayscale: float = 0.0,
     ):
         check_clip_length(frames, "frames")
         check_clip_length(image_frames, "image_frames")
@@ -200,6 +221,7 @@ class ClipDataset(EntryDataset):
             raise VistokError(f"kinds must be a non-empty subset of ('video', 'image'); got {kinds!r}")
         self.frames, self.size, self.stride = frames, sizes, stride
         self.random_crop, self.image_frames, self.seed = random_crop, image_frames, seed
+        self.scale, self.grayscale = check_augment(scale, grayscale, sizes)
         self.epoch = 0
         self.span = (frames - 1) * stride + 1  # source frames one clip covers
         self.entries: list[MediaEntry] = []
@@ -219,11 +241,11 @@ class ClipDataset(EntryDataset):
             if not self.skipped:
                 raise VistokError(f"no video or image files found in {where}")
             raise VistokError(
-                f"no usable video or image in {where}; skipped {len(self.skipped)} file(s):\n{_summary(self.skipped)}"
+                f"no usable video or image in {where}; skipped {len(self.skipped)} file(s):\n{skipped_summary(self.skipped)}"
             )
         if self.skipped:
             warnings.warn(
-                f"ClipDataset skipped {len(self.skipped)} of {len(files)} file(s):\n{_summary(self.skipped)}",
+                f"ClipDataset skipped {len(self.skipped)} of {len(files)} file(s):\n{skipped_summary(self.skipped)}",
                 stacklevel=2,
             )
 
@@ -264,6 +286,8 @@ class ClipDataset(EntryDataset):
             image_frames=self.image_frames,
             random=self.random_crop,
             generator=self._generator(index),
+            scale=self.scale,
+            grayscale=self.grayscale,
         )
         return {"video": video, "path": entry.path, "kind": entry.kind, "start": start}
 
@@ -285,7 +309,7 @@ class ClipDataset(EntryDataset):
                 path = self.entries[i].path
                 self.skipped.append((path, str(e)))
                 warnings.warn(f"ClipDataset skipping {path}: {e}", stacklevel=2)
-        raise VistokError(f"no {kind} in this dataset could be decoded; skipped:\n{_summary(self.skipped)}")
+        raise VistokError(f"no {kind} in this dataset could be decoded; skipped:\n{skipped_summary(self.skipped)}")
 
 
 def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:

@@ -15,6 +15,7 @@ when ``size`` is smaller than the images -- so the tokenizer's stride divides th
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise VistokError(f"{p}: IDX header claims {ndim} dimensions (expected 1-4) or is truncated")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     dtype = np.dtype(_IDX_TYPES[type_code])
-    count = int(np.prod(dims, dtype=np.int64))
+    count = math.prod(dims)  # Python integers: four 32-bit sizes cannot wrap around
     if count > _MAX_ELEMENTS:
         raise VistokError(f"{p}: IDX header claims {dims} ({count} elements), more than this reader accepts")
     body = raw[4 + 4 * ndim :]

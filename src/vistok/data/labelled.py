@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from vistok.data.datasets import check_clip_length, make_clip, media_files
+from vistok.data.datasets import check_clip_length, make_clip, media_files, skipped_summary
 from vistok.data.idx import IdxImageDataset, is_idx_folder
 from vistok.data.images import IMAGE_EXTENSIONS, probe_image
 from vistok.data.video import VIDEO_EXTENSIONS, probe_video
@@ -52,6 +52,10 @@ def open_labelled(root: str | Path, *, size: int, frames: int = 1, split: str = 
     """
     root = Path(root)
     check_clip_length(frames, "frames")
+    if not isinstance(size, int) or size < 1:
+        raise VistokError(f"size must be a positive integer; got {size!r}")
+    if limit is not None and limit < 1:
+        raise VistokError(f"limit must be at least 1 (or unset for every item); got {limit}")
     if not root.is_dir():
         raise VistokError(f"{root} is not a folder (expected an IDX folder or one sub-folder per class)")
     if is_idx_folder(root):
@@ -65,6 +69,8 @@ def open_labelled(root: str | Path, *, size: int, frames: int = 1, split: str = 
     files: list[tuple[Path, int, str, int]] = []
     skipped: list[tuple[str, str]] = []
     for label, folder in enumerate(classes):
+        if limit is not None and len(files) >= limit:
+            break
         for f in media_files(folder):
             suffix = f.suffix.lower()
             try:
@@ -87,8 +93,7 @@ def open_labelled(root: str | Path, *, size: int, frames: int = 1, split: str = 
             if limit is not None and len(files) >= limit:
                 break
     if skipped:
-        names = "\n".join(f"  {p}: {r}" for p, r in skipped[:20])
-        warnings.warn(f"skipped {len(skipped)} file(s) under {root}:\n{names}", stacklevel=2)
+        warnings.warn(f"skipped {len(skipped)} file(s) under {root}:\n{skipped_summary(skipped)}", stacklevel=2)
     if not files:
         raise VistokError(f"no usable media under the class folders of {root}")
     return LabelledSource("folders", root, [c.name for c in classes], len(files), frames, size, _files=files, skipped=skipped)
@@ -105,9 +110,15 @@ def iter_labelled_batches(source: LabelledSource, batch_size: int = 64) -> Itera
             continue
         clips, labels = [], []
         for path, label, kind, total in source._files[start:stop]:
-            video, _ = make_clip(
-                str(path), kind, total_frames=total, frames=source.frames, stride=1, size=source.size, random=False
-            )
+            try:
+                video, _ = make_clip(
+                    str(path), kind, total_frames=total, frames=source.frames, stride=1, size=source.size, random=False
+                )
+            except VistokError as e:  # a header that probed fine over damaged data: skip it by name
+                source.skipped = (source.skipped or []) + [(str(path), str(e))]
+                warnings.warn(f"skipping {path}: {e}", stacklevel=2)
+                continue
             clips.append(video)
             labels.append(label)
-        yield torch.stack(clips), torch.tensor(labels, dtype=torch.int64)
+        if clips:
+            yield torch.stack(clips), torch.tensor(labels, dtype=torch.int64)

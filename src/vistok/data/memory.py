@@ -4,8 +4,8 @@ Training a tiny tokenizer on a CPU spends as long decoding and resizing a 720p c
 model's step; caching the (small) resized frames removes that cost. Items and random draws follow
 the same rules as ``ClipDataset`` (clip start and crop from a generator seeded by
 ``(seed, epoch, index)``), so a run is reproducible and resumable either way. Frames are cached at
-the size the dataset crops from (shorter side = crop size), so random crops move along the longer
-side only.
+the size the dataset crops from (shorter side = crop size, or the dataset's ``scale``), so without
+``scale`` random crops move along the longer side only.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from vistok.data.datasets import ClipDataset, EntryDataset
 from vistok.data.images import read_image
-from vistok.data.transforms import _uint8_cthw, center_crop, random_crop, resize_to_cover
+from vistok.data.transforms import _uint8_cthw, center_crop, cover, finish_clip, random_crop
 from vistok.data.video import read_video
 from vistok.errors import VistokError
 
@@ -31,6 +31,7 @@ class InMemoryClipDataset(EntryDataset):
         self.frames, self.stride, self.size = source.frames, source.stride, source.size
         self.random_crop, self.seed, self.epoch = source.random_crop, source.seed, 0
         self.image_frames = source.image_frames
+        self.scale, self.grayscale = source.scale, source.grayscale
         height, width = self.size
         self.pixels: list[torch.Tensor] = []
         self.entries = []
@@ -42,7 +43,7 @@ class InMemoryClipDataset(EntryDataset):
                 source.skipped.append((entry.path, str(e)))
                 logger.warning("skipping %s: %s", entry.path, e)
                 continue
-            video = resize_to_cover(_uint8_cthw(raw), height, width).contiguous()  # (c t h w) uint8
+            video = cover(_uint8_cthw(raw), height, width, self.scale).contiguous()  # (c t h w) uint8
             if entry.kind == "video" and video.shape[1] < source.span:
                 source.skipped.append((entry.path, f"decoded only {video.shape[1]} frames"))
                 continue
@@ -67,7 +68,7 @@ class InMemoryClipDataset(EntryDataset):
             clip = pixels
         h, w = self.size
         clip = random_crop(clip, h, w, generator=g) if self.random_crop else center_crop(clip, h, w)
-        video = clip.float().div_(127.5).sub_(1.0)
+        video = finish_clip(clip, self.grayscale if self.random_crop else 0.0, g)
         if entry.kind == "image" and self.image_frames > 1:
             video = video.expand(-1, self.image_frames, -1, -1).contiguous()
         return {"video": video, "path": entry.path, "kind": entry.kind, "start": start}

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vistok.data.datasets import _mix, check_clip_length, check_size, make_clip, media_files, rank_and_world
+from vistok.data.datasets import _mix, check_augment, check_clip_length, check_size, make_clip, media_files, rank_and_world
 from vistok.data.images import IMAGE_EXTENSIONS, probe_image
 from vistok.data.video import VIDEO_EXTENSIONS, probe_video
 from vistok.errors import VistokError
@@ -219,6 +219,8 @@ class ShardDataset(IterableDataset):
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        scale: int | None = None,
+        grayscale: float = 0.0,
     ):
         super().__init__()
         check_clip_length(frames, "frames")
@@ -230,6 +232,7 @@ class ShardDataset(IterableDataset):
         self.shards = shard_paths(shards)
         self.frames, self.size, self.stride = frames, check_size(size), stride
         self.random_crop, self.image_frames = random_crop, image_frames
+        self.scale, self.grayscale = check_augment(scale, grayscale, self.size)
         self.kinds = tuple(kinds)
         if not self.kinds or any(k not in ("video", "image") for k in self.kinds):
             raise VistokError(f"kinds must be a non-empty subset of ('video', 'image'); got {kinds!r}")
@@ -311,6 +314,8 @@ class ShardDataset(IterableDataset):
                 image_frames=self.image_frames,
                 random=self.random_crop,
                 generator=g,
+                scale=self.scale,
+                grayscale=self.grayscale,
             )
         except (VistokError, ValueError, TypeError) as e:
             warnings.warn(f"ShardDataset skipping {shard}:{key}.{ext}: {e}")

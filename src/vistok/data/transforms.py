@@ -129,14 +129,50 @@ def prepare_clip(
     *,
     random: bool = False,
     generator: torch.Generator | None = None,
+    scale: int | None = None,
+    grayscale: float = 0.0,
 ) -> torch.Tensor:
     """Decoded ``t h w 3`` uint8 -> ``c t h w`` float in [-1, 1] at ``size`` (int: square).
 
-    Resize to cover the target keeping the aspect ratio, then crop (random or central); the
-    geometric steps run on uint8 (see the module docstring).
+    Resize to cover the target keeping the aspect ratio (``scale``: the shorter side to that many
+    pixels first, so the crop keeps the content at the scale the model will meet), then crop
+    (random or central), then, with ``random``, make the clip grey with probability ``grayscale``
+    (:func:`finish_clip`); the geometric steps run on uint8 (see the module docstring).
     """
     height, width = (size, size) if isinstance(size, int) else size
-    video = _uint8_cthw(frames)
-    video = resize_to_cover(video, height, width)
+    video = cover(_uint8_cthw(frames), height, width, scale)
     video = random_crop(video, height, width, generator=generator) if random else center_crop(video, height, width)
+    return finish_clip(video, grayscale if random else 0.0, generator)
+
+
+def cover(video: torch.Tensor, height: int, width: int, scale: int | None = None) -> torch.Tensor:
+    """``video`` resized to be cropped to ``height x width``: with ``scale``, its shorter side to
+    ``scale`` pixels (enlarged further only if that cannot hold the crop); without, the smallest
+    aspect-preserving cover."""
+    if scale is None:
+        return resize_to_cover(video, height, width)
+    if min(video.shape[-2:]) != scale:
+        video = resize_shorter(video, scale)
+    if video.shape[-2] < height or video.shape[-1] < width:
+        video = resize_to_cover(video, height, width)
+    return video
+
+
+# ITU-R BT.601 luma, the weights of the Y' of every consumer video format's Y'CbCr
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def to_grayscale(video: torch.Tensor) -> torch.Tensor:
+    """``c t h w`` uint8 RGB -> the same shape with every channel the BT.601 luma (a grey clip)."""
+    _check(video)
+    y = sum(w * video[i].float() for i, w in enumerate(_LUMA))
+    return y.round_().clamp_(0, 255).to(torch.uint8).expand_as(video).contiguous()
+
+
+def finish_clip(video: torch.Tensor, grayscale: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A cropped ``c t h w`` uint8 clip -> float in [-1, 1], grey with probability ``grayscale``
+    (grey training clips teach the tokenizer that grey input has no chroma to invent). No random
+    number is drawn when ``grayscale`` is 0, so runs without it draw exactly as before."""
+    if grayscale > 0 and float(torch.rand((), generator=generator)) < grayscale:
+        video = to_grayscale(video)
     return video.float().div_(127.5).sub_(1.0)

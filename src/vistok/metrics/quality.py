@@ -23,7 +23,7 @@ from torch import Tensor
 
 from vistok.errors import VistokError
 
-__all__ = ["MS_SSIM_WEIGHTS", "frame_quality", "ms_ssim", "psnr", "ssim"]
+__all__ = ["MS_SSIM_WEIGHTS", "clip_diagnostics", "frame_quality", "ms_ssim", "psnr", "ssim"]
 
 # Wang, Simoncelli & Bovik 2003 ("Multi-scale structural similarity for image quality
 # assessment"), the exponents fitted to human judgements, finest scale first.
@@ -324,3 +324,35 @@ def frame_scores(
         out[key] = float(torch.cat([net(a[i : i + batch], b[i : i + batch]) for i in range(0, len(a), batch)]).double().mean())
     return out
 
+
+
+# BT.601 full-range chroma (JPEG / JFIF): Cb and Cr in 8-bit levels around 128
+_CB = (-0.168736, -0.331264, 0.5)
+_CR = (0.5, -0.418688, -0.081312)
+
+
+def clip_diagnostics(original: np.ndarray, decoded: np.ndarray, *, grey_tolerance: int = 2) -> dict[str, float | bool | None]:
+    """What frame averages hide, for ``(t h w 3)`` uint8 clips:
+
+    * ``psnr_first`` / ``psnr_later``: PSNR (dB) of the first frame and the mean over the later ones
+      (``None`` for a single frame). A causal video tokenizer codes the first frame alone and the
+      later ones four to a latent frame, so the two can differ by design.
+    * ``chroma_error``: mean over pixels of ``(|dCb| + |dCr|) / 2`` in 8-bit levels (BT.601), the
+      colour the reconstruction invents or loses.
+    * ``grey_input``: every pixel of the original has R, G and B within ``grey_tolerance`` levels.
+    """
+    a = np.asarray(original, dtype=np.float64)
+    b = np.asarray(decoded, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 4 or a.shape[-1] != 3:
+        raise VistokError(f"clip_diagnostics needs two (t h w 3) clips of one shape, got {a.shape} and {b.shape}")
+    mse = ((a - b) ** 2).reshape(a.shape[0], -1).mean(axis=1)
+    per_frame = np.where(mse > 0, 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), 100.0).clip(max=100.0)
+    d = a - b
+    dcb = np.abs(d @ np.array(_CB))
+    dcr = np.abs(d @ np.array(_CR))
+    return {
+        "psnr_first": float(per_frame[0]),
+        "psnr_later": float(per_frame[1:].mean()) if len(per_frame) > 1 else None,
+        "chroma_error": float((dcb.mean() + dcr.mean()) / 2),
+        "grey_input": bool((np.ptp(original, axis=-1) <= grey_tolerance).all()),
+    }

@@ -60,6 +60,8 @@ def tokenize_labelled(
         done += len(video)
         if progress is not None:
             progress(done, source.items)
+    if not grids:
+        raise VistokError(f"no item under {source.root} could be decoded ({len(source.skipped or [])} skipped)")
     indices = np.concatenate(grids).astype(np.int64)
     meta = token_metadata(tok, kind="image" if source.frames == 1 else "video", frames=source.frames,
                           height=source.size, width=source.size, source=str(source.root), class_names=source.class_names)

@@ -40,7 +40,7 @@ import torch
 from PIL import Image
 
 from vistok.atomic import atomic_output, atomic_write_text
-from vistok.codec.baselines import run_baseline
+from vistok.codec.baselines import block_means, run_baseline
 from vistok.codec.codec import CompressStats, compress_indices
 from vistok.configuration import Config
 from vistok.data.images import IMAGE_EXTENSIONS, read_image
@@ -52,7 +52,7 @@ from vistok.metrics.frechet import GaussianStats, frechet_distance, reliability_
 from vistok.metrics.i3d import I3D, fvd_preprocess, load_i3d
 from vistok.metrics.inception import InceptionV3FID, load_inception
 from vistok.metrics.perceptual import LPIPS
-from vistok.metrics.quality import frame_scores, uint8_frames
+from vistok.metrics.quality import clip_diagnostics, frame_scores, uint8_frames
 from vistok.metrics.store import installed_weights
 from vistok.pictures import comparison_grid
 from vistok.tokenizers.base import Tokenizer, split_clip
@@ -356,7 +356,8 @@ class EvalResult:
         }
 
     def markdown(self) -> str:
-        cols = [("psnr", "PSNR", ".2f"), ("ssim", "SSIM", ".4f"), ("ms_ssim", "MS-SSIM", ".4f"),
+        cols = [("psnr", "PSNR", ".2f"), ("psnr_first", "PSNR 1st", ".2f"), ("psnr_later", "PSNR later", ".2f"),
+                ("chroma_error_grey", "chroma err (grey)", ".2f"), ("ssim", "SSIM", ".4f"), ("ms_ssim", "MS-SSIM", ".4f"),
                 ("lpips_vgg", "LPIPS-VGG", ".4f"), ("lpips_alex", "LPIPS-Alex", ".4f"), ("rfid", "rFID", ".2f"),
                 ("rfvd", "rFVD", ".1f"), ("bpp", "bpp", ".4f"), ("bits_per_token_coded", "bits/token", ".2f"),
                 ("codebook_usage", "codes used", ".0f"), ("perplexity", "perplexity", ".0f"),
@@ -444,10 +445,13 @@ def evaluate(
     protocol: EvalProtocol | None = None,
     networks: EvalNetworks | None = None,
     codecs: Sequence[str] = (),
+    block_baseline: bool = True,
     worst: int = 4,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> EvalResult:
-    """Evaluate ``models`` (and ``codecs`` at the first model's rate) on the clips of ``inputs``."""
+    """Evaluate ``models`` (and ``codecs`` at the first model's rate) on the clips of ``inputs``;
+    with ``block_baseline``, also the trivial baseline: each ``s x s`` block's mean colour, ``s``
+    the models' spatial factor (no rate: it keeps 24 bits per block and frame)."""
     protocol = protocol or EvalProtocol()
     nets = networks if networks is not None else EvalNetworks()
     if not models:
@@ -465,7 +469,8 @@ def evaluate(
     if nets.missing:
         notes.append("not measured (weights not installed): " + ", ".join(nets.missing)
                      + f"; install with `vistok weights install {' '.join(nets.missing)}`")
-    methods = labels + [f"{c} (matched bpp)" for c in codecs]
+    block_label = f"{spatial}x{spatial} block means"
+    methods = labels + [f"{c} (matched bpp)" for c in codecs] + ([block_label] if block_baseline else [])
     per_clip: dict[str, list[dict]] = {m: [] for m in methods}
     feats_real_inc, feats_real_i3d = [], []
     feats_inc: dict[str, list[np.ndarray]] = {m: [] for m in methods}
@@ -501,8 +506,11 @@ def evaluate(
         for codec in codecs:
             crf, decoded, bpp = baseline_at_rate(clip, codec, target_bpp)
             outputs.append((f"{codec} (matched bpp)", decoded, {"clip": clip.name, "crf": crf, "bpp": bpp}))
+        if block_baseline:
+            outputs.append((block_label, block_means(clip.frames, spatial), {"clip": clip.name}))
         for method, frames, row in outputs:
             row.update(frame_scores(clip.frames, frames, nets.lpips))
+            row.update(clip_diagnostics(clip.frames, frames))
             if nets.inception is not None:
                 feats_inc[method].append(inception_features(frames, nets.inception))
             if real_i3d is not None:
@@ -516,9 +524,12 @@ def evaluate(
     for method in methods:
         rows = per_clip[method]
         agg: dict[str, Any] = {}
-        for key in ("psnr", "ssim", "ms_ssim", "lpips_vgg", "lpips_alex", "bpp", "bits_per_token_coded"):
+        for key in ("psnr", "ssim", "ms_ssim", "lpips_vgg", "lpips_alex", "bpp", "bits_per_token_coded",
+                    "psnr_first", "psnr_later", "chroma_error"):
             vals = [r[key] for r in rows if r.get(key) is not None]
             agg[key] = float(np.mean(vals)) if vals else None
+        grey = [r["chroma_error"] for r in rows if r.get("grey_input")]
+        agg["chroma_error_grey"] = float(np.mean(grey)) if grey else None
         agg["rfid"] = _frechet(feats_real_inc, feats_inc[method], "rFID", notes) if nets.inception else None
         agg["rfvd"] = _frechet(feats_real_i3d, feats_i3d[method], "rFVD", notes) if nets.i3d else None
         if method in tokens:

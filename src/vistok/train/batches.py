@@ -40,7 +40,8 @@ def build_dataset(cfg: TrainConfig):
     if d.path is not None and is_idx_folder(d.path):  # MNIST-style labelled images (Fashion-MNIST)
         return IdxImageDataset(d.path, split="train", size=d.size, seed=cfg.seed)
     source = training_files() if d.path is None else d.path
-    ds = ClipDataset(source, frames=d.frames, size=d.size, stride=d.frame_stride, random_crop=d.random_crop, seed=cfg.seed)
+    ds = ClipDataset(source, frames=d.frames, size=d.size, stride=d.frame_stride, random_crop=d.random_crop, seed=cfg.seed,
+                     scale=d.scale, grayscale=d.grayscale)
     return InMemoryClipDataset(ds) if d.cache else ds
 
 
@@ -101,7 +102,7 @@ def _shard_batches(cfg: TrainConfig, info: DistInfo) -> Iterator[torch.Tensor]:
         logger.warning("shards: image_fraction=%s is not applied; streaming clips only", d.image_fraction)
     ds = ShardDataset(
         shard_paths(d.path), frames=d.frames, size=d.size, stride=d.frame_stride, seed=cfg.seed,
-        kinds=kinds, rank=info.rank, world_size=info.world_size,
+        kinds=kinds, rank=info.rank, world_size=info.world_size, scale=d.scale, grayscale=d.grayscale,
     )
     epoch = 0
     while True:

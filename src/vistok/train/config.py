@@ -32,6 +32,10 @@ class DataConfig(Config):
     batch_size: int = 2
     image_batch_size: int = 8
     image_fraction: float = 0.0
+    # the shorter side is resized to ``scale`` pixels before the random crop (None: just enough to
+    # cover ``size``); set it to the resolution the model will meet, so crops keep that scale
+    scale: int | None = None
+    grayscale: float = 0.0  # share of training clips made grey (BT.601 luma in R, G and B)
     random_crop: bool = True
     num_workers: int = 0
     cache: bool = True
@@ -43,6 +47,10 @@ class DataConfig(Config):
             raise VistokError(f"data.frame_stride must be >= 1 and data.num_workers >= 0, got {self.frame_stride}, {self.num_workers}")
         if not 0.0 <= self.image_fraction <= 1.0:
             raise VistokError(f"data.image_fraction must be in [0, 1], got {self.image_fraction}")
+        if self.scale is not None and self.scale < self.size:
+            raise VistokError(f"data.scale must be >= data.size ({self.size}) or unset, got {self.scale}")
+        if not 0.0 <= self.grayscale <= 1.0:
+            raise VistokError(f"data.grayscale must be in [0, 1], got {self.grayscale}")
 
 
 @dataclass
