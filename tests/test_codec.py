@@ -130,7 +130,8 @@ def test_header_limits_are_checked_before_allocation():
                 model_id="00" * 16, frames=17, height=64, width=64, fps=Fraction(25), chunk_latent_frames=8)
     Header(**base).validate()
     for bad in (dict(frames=18), dict(height=60), dict(kept_mask=1024), dict(coder=7), dict(bits=31),
-                dict(height=65528, width=65528, chunk_latent_frames=1)):
+                dict(height=65528, width=65528, chunk_latent_frames=1), dict(fps=Fraction(4294967295)),
+                dict(fps=Fraction(1001, 1))):
         with pytest.raises(VistokFormatError):
             Header(**{**base, **bad}).validate()
     # the largest chunk is bounded: 1 + C latent frames of h' x w' tokens

@@ -15,6 +15,7 @@ from vistok.atomic import atomic_output
 from vistok.data.images import IMAGE_EXTENSIONS, write_image
 from vistok.data.video import VIDEO_EXTENSIONS, write_video
 from vistok.errors import VistokError
+from vistok.limits import MAX_FPS
 
 if TYPE_CHECKING:  # for the annotation only: files sits below tokenizers
     from vistok.tokenizers.base import Tokenizer
@@ -96,6 +97,6 @@ def load_tokens(path: str | Path) -> tuple[np.ndarray, dict]:
     if not isinstance(meta, dict):
         raise VistokError(f"{p}: metadata must be a JSON object, got {type(meta).__name__}")
     fps = meta.get("fps")
-    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 <= fps <= 1000):
-        raise VistokError(f"{p}: metadata fps must be a number in [0, 1000] (0: a still image), got {fps!r}")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 <= fps <= MAX_FPS):
+        raise VistokError(f"{p}: metadata fps must be a number in [0, {MAX_FPS}] (0: a still image), got {fps!r}")
     return raw.astype(np.int64), meta

@@ -27,7 +27,7 @@ from fractions import Fraction
 from typing import BinaryIO
 
 from vistok.errors import VistokError
-from vistok.limits import MAX_BITS
+from vistok.limits import MAX_BITS, MAX_FPS
 
 MAGIC = b"VTOK"
 VERSION = 1
@@ -218,8 +218,8 @@ def _header_problem(h: Header) -> str | None:
     s = h.spatial_compression
     if not (1 <= h.height <= 0xFFFF and 1 <= h.width <= 0xFFFF) or h.height % s or h.width % s:
         return f"picture size {h.height}x{h.width} (expected multiples of {s} below 65536)"
-    if not (h.fps > 0 and h.fps.numerator <= 0xFFFFFFFF and h.fps.denominator <= 0xFFFF):
-        return f"frame rate {h.fps}"
+    if not (0 < h.fps <= MAX_FPS and h.fps.numerator <= 0xFFFFFFFF and h.fps.denominator <= 0xFFFF):
+        return f"frame rate {h.fps} (expected above 0 and at most {MAX_FPS})"
     if not 1 <= h.chunk_latent_frames <= 0xFFFF:
         return f"latent frames per chunk {h.chunk_latent_frames}"
     lh, lw = h.latent_size
@@ -234,8 +234,8 @@ def fps_fraction(fps: float | Fraction) -> Fraction:
     if not isinstance(fps, Fraction) and not (isinstance(fps, (int, float)) and math.isfinite(fps)):
         raise VistokError(f"fps must be a positive finite number, got {fps!r}")
     f = Fraction(fps).limit_denominator(1001)
-    if f <= 0:
-        raise VistokError(f"fps must be positive, got {fps!r}")
+    if not 0 < f <= MAX_FPS:
+        raise VistokError(f"fps must be above 0 and at most {MAX_FPS}, got {fps!r}")
     return f
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from vistok.atomic import atomic_output
 from vistok.errors import VistokError
+from vistok.limits import MAX_FPS
 
 #: Suffixes treated as videos when scanning folders. GIF is listed here rather than with the images:
 #: an animated GIF is a clip, and PyAV decodes it like any other video.
@@ -278,8 +279,8 @@ def write_video(
     """
     path = Path(path)
     frames = _as_frames(frames)
-    if not (fps > 0 and math.isfinite(fps)):
-        raise VistokError(f"fps must be a positive number; got {fps!r}")
+    if not (0 < fps <= MAX_FPS):
+        raise VistokError(f"fps must be above 0 and at most {MAX_FPS}; got {fps!r}")
     suffix = path.suffix.lower()
     if suffix != ".gif" and suffix not in _MUXERS:
         raise VistokError(f"cannot write {path.name}: expected a .mp4, .mkv, .mov, .m4v or .gif path")

@@ -3,7 +3,7 @@
 1. Train the ``tiny`` MAGVIT-v2 tokenizer from scratch on the sample media that ships with the
    install (two real clips and seven photographs; the third clip is held out).
 2. Tokenize and rebuild the held-out clip, whole, with the model just trained and with the
-   checkpoint shipped in the package (trained longer, the same way).
+   checkpoint shipped in the package (trained longer, then on the vistok corpus: its MODEL_CARD.md).
 3. Write a report: metrics.json, a side-by-side MP4 and GIF, a frame grid, the training
    reconstruction grid and loss plot, and report.md; print where it is.
 """
