@@ -1,6 +1,6 @@
 """Turn a finished training run into a tokenizer shipped in the package, with its model card.
 
-    python scripts/ship_model.py runs/main default --eval eval-heldout \\
+    python scripts/ship_model.py runs/main default --eval eval-heldout --data "the vistok corpus" \\
         --command "vistok train configs/corpus-default.yaml --data ... --out runs/main" \\
         --history "warm-started from the previous default (1500 steps on the sample media)"
 
@@ -57,12 +57,12 @@ def objective(cfg: dict) -> str:
     return " + ".join(terms)
 
 
-def data_text(cfg: dict) -> str:
+def data_text(cfg: dict, described: str | None = None) -> str:
     d = cfg["data"]
-    where = d.get("path") or "the sample media that installs from PyPI"
+    where = described or (f"`{d['path']}`" if d.get("path") else "the sample media that installs from PyPI")
     scale = f", from frames whose shorter side is {d['scale']} px" if d.get("scale") else ""
     grey = f"; {d['grayscale']:.0%} of clips made grey" if d.get("grayscale") else ""
-    return (f"`{where}` -- {d['frames']}-frame {d['size']} x {d['size']} random crops{scale} (clips) and 1-frame "
+    return (f"{where} -- {d['frames']}-frame {d['size']} x {d['size']} random crops{scale} (clips) and 1-frame "
             f"crops (images, {d['image_fraction']:.0%} of steps){grey}")
 
 
@@ -78,13 +78,18 @@ def eval_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(run: Path, name: str, command: str, eval_dir: Path, history: str | None) -> None:
+def main(run: Path, name: str, command: str, eval_dir: Path, *, history: str | None = None, data: str | None = None,
+         eval_set: str | None = None, eval_note: str = "", results: Path = Path("docs/results")) -> None:
     out = SHIPPED_MODELS[name]
     tok = vistok.load_tokenizer(run / "model")
     out.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(out, weight_dtype=torch.float16)
     shipped = vistok.load_tokenizer(name)
     report = json.loads((eval_dir / "eval.json").read_text())
+    results.mkdir(parents=True, exist_ok=True)
+    per_clip = results / f"{name}-heldout-eval.md"
+    for suffix in (".md", ".json"):  # the report the card quotes, kept beside the docs
+        atomic_write_text(per_clip.with_suffix(suffix), (eval_dir / f"eval{suffix}").read_text())
     first = next(iter(report["models"]))
     rows = read_metrics(run / "metrics.jsonl")
     cfg = json.loads((run / "train_config.json").read_text())
@@ -101,7 +106,7 @@ def main(run: Path, name: str, command: str, eval_dir: Path, history: str | None
 
 - Architecture: {describe(shipped)}; {params / 1e6:.2f} M parameters.
 - Weights: EMA (decay {cfg['ema_decay']}), stored as float16 safetensors ({size_mib:.1f} MiB).
-- Data: {data_text(cfg)}. The corpus, its licences and its held-out split: docs/corpus.md.
+- Data: {data_text(cfg, data)}. The corpus, its licences and its held-out split: docs/corpus.md.
 - Training: {schedule}, {start}; batch {cfg['data']['batch_size']} clips / {cfg['data']['image_batch_size']} images,
   AdamW lr {cfg['optim']['lr']} (warm-up {cfg['optim']['warmup_steps']}, cosine); {objective(cfg)}; {cfg['precision']}.
   Hardware: CPU only, 2 cores shared with other jobs, about {minutes:.0f} minutes for this run.
@@ -111,14 +116,14 @@ def main(run: Path, name: str, command: str, eval_dir: Path, history: str | None
 ## Held-out evaluation (never trained on)
 
 `vistok eval` on {n_clips} held-out clip(s) and {len(report['clips']) - n_clips} still(s)
-({', '.join(sorted({Path(c['source']).parent.name for c in report['clips']}))}), {p['frames']} frames, shorter side {p['size']},
+({eval_set or ', '.join(sorted({Path(c['source']).parent.name for c in report['clips']}))}), {p['frames']} frames, shorter side {p['size']},
 centre crop {p['crop']}. `{first}` is this model as shipped (float16); the other rows are the trivial baseline
 and the codecs at the same bits per pixel where listed. rFID/rFVD over this few samples are
-indicative only (see the eval report's notes).
+indicative only (see the eval report's notes).{(" " + eval_note) if eval_note else ""}
 
 {eval_table(report)}
 
-Per clip: `eval.md` of that report (docs/training.md has the per-clip table).
+Per clip: {per_clip.as_posix()}.
 """
     card_path = out / "MODEL_CARD.md"
     if card_path.is_file() and KEEP_MARK in card_path.read_text():
@@ -134,5 +139,10 @@ if __name__ == "__main__":
     ap.add_argument("--command", required=True, help="the training command, quoted in the card")
     ap.add_argument("--eval", dest="eval_dir", type=Path, required=True, help="a `vistok eval` folder of the shipped model")
     ap.add_argument("--history", help="what the run started from, when it was warm-started")
+    ap.add_argument("--data", help="how the card names the training data (default: the run's data.path)")
+    ap.add_argument("--eval-set", help="how the card names the held-out items (default: their folders)")
+    ap.add_argument("--eval-note", default="", help="a sentence added after the evaluation's description")
+    ap.add_argument("--results", type=Path, default=Path("docs/results"), help="where the eval report is copied")
     a = ap.parse_args()
-    main(a.run, a.name, a.command, a.eval_dir, a.history)
+    main(a.run, a.name, a.command, a.eval_dir, history=a.history, data=a.data, eval_set=a.eval_set,
+         eval_note=a.eval_note, results=a.results)

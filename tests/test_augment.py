@@ -11,7 +11,7 @@ from vistok.data import ClipDataset, to_uint8, write_video
 from vistok.data.memory import InMemoryClipDataset
 from vistok.data.transforms import cover, finish_clip, prepare_clip, to_grayscale
 from vistok.errors import VistokError
-from vistok.metrics.quality import clip_diagnostics
+from vistok.metrics.quality import chroma_scores, frame_scores
 from vistok.train.config import DataConfig
 
 
@@ -81,23 +81,24 @@ def test_dataset_grey_share_and_validation(tmp_path):
         DataConfig(size=64, scale=32)
 
 
-def test_clip_diagnostics():
+def test_chroma_and_frame_position_scores():
     rng = np.random.default_rng(0)
     grey = np.repeat(rng.integers(0, 256, (5, 16, 16, 1), dtype=np.uint8), 3, axis=-1)
-    d = clip_diagnostics(grey, grey)
+    d = {**chroma_scores(grey, grey), **frame_scores(grey, grey, positions=True)}
     assert d["grey_input"] and d["chroma_error"] == 0 and d["psnr_first"] == 100
     tinted = grey.astype(np.int16)
     tinted[..., 2] += 10  # +10 blue: Cb +5, Cr -0.81
     tinted = tinted.clip(0, 255).astype(np.uint8)
     exact = np.abs((tinted.astype(float) - grey) @ np.array([-0.168736, -0.331264, 0.5])).mean()
     exact += np.abs((tinted.astype(float) - grey) @ np.array([0.5, -0.418688, -0.081312])).mean()
-    assert clip_diagnostics(grey, tinted)["chroma_error"] == pytest.approx(exact / 2)
+    assert chroma_scores(grey, tinted)["chroma_error"] == pytest.approx(exact / 2)
     later = grey.copy()
     later[1:] = 255 - later[1:]
-    d = clip_diagnostics(grey, later)
+    d = frame_scores(grey, later, positions=True)
     assert d["psnr_first"] == 100 and d["psnr_later"] < 10
-    assert not clip_diagnostics(_colour_clip(t=2, h=4, w=4), _colour_clip(t=2, h=4, w=4))["grey_input"]
-    assert clip_diagnostics(grey[:1], grey[:1])["psnr_later"] is None
+    assert "psnr_first" not in frame_scores(grey, later)  # rd's rows keep their fields
+    assert not chroma_scores(_colour_clip(t=2, h=4, w=4), _colour_clip(t=2, h=4, w=4))["grey_input"]
+    assert frame_scores(grey[:1], grey[:1], positions=True)["psnr_later"] is None
 
 
 def test_block_means_against_a_loop():

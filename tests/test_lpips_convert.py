@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lpips_fixtures import image_pair, random_lpips
+from lpips_fixtures import brute_force_lpips, image_pair, random_lpips
 from safetensors import safe_open
 
 from vistok.errors import VistokError
@@ -91,19 +91,7 @@ def test_alexnet_distance_properties():
 def test_alexnet_matches_its_definition_and_gradients():
     model = _random_lpips(seed=1)
     x, y = _pair(shape=(1, 3, 40, 44), seed=2)
-    shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
-    scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
-
-    def taps(z):
-        out, feats = (z - shift) / scale, []
-        for i, layer in enumerate(model.features):
-            out = layer(out)
-            if i in (1, 4, 7, 9, 11):
-                feats.append(out / (out.norm(dim=1, keepdim=True) + 1e-10))
-        return feats
-
-    ref = sum(((fa - fb) ** 2 * lin.weight.view(1, -1, 1, 1)).sum(1).mean()
-              for fa, fb, lin in zip(taps(x), taps(y), model.lins))
+    ref = brute_force_lpips(model, x, y, taps=(1, 4, 7, 9, 11))  # AlexNet's ReLU outputs
     assert model(x, y).item() == pytest.approx(ref.item(), rel=1e-5)
 
     y = y.clone().requires_grad_(True)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from lpips_fixtures import image_pair, random_lpips
+from lpips_fixtures import brute_force_lpips, image_pair, random_lpips
 from scipy.ndimage import gaussian_filter
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -263,21 +263,7 @@ def test_lpips_matches_its_definition():
     """Brute-force eq. (1): normalized taps, squared differences, weighted channel sum, spatial mean."""
     net = _random_lpips()
     x, y = _pair(shape=(1, 3, 32, 32))
-    shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)  # LPIPS's published constants
-    scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
-
-    def taps(z):
-        out, feats = (z - shift) / scale, []
-        for i, layer in enumerate(net.features):
-            out = layer(out)
-            if i in (3, 8, 15, 22, 29):
-                feats.append(out / (out.norm(dim=1, keepdim=True) + 1e-10))
-        return feats
-
-    ref = sum(
-        ((fa - fb) ** 2 * lin.weight.view(1, -1, 1, 1)).sum(1).mean()
-        for fa, fb, lin in zip(taps(x), taps(y), net.lins)
-    )
+    ref = brute_force_lpips(net, x, y, taps=(3, 8, 15, 22, 29))  # VGG16's relu1_2 ... relu5_3
     assert net(x, y).item() == pytest.approx(ref.item(), rel=1e-5)
 
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from vistok.errors import VistokError
 
-__all__ = ["MS_SSIM_WEIGHTS", "clip_diagnostics", "frame_quality", "ms_ssim", "psnr", "ssim"]
+__all__ = ["MS_SSIM_WEIGHTS", "chroma_scores", "frame_quality", "ms_ssim", "psnr", "ssim"]
 
 # Wang, Simoncelli & Bovik 2003 ("Multi-scale structural similarity for image quality
 # assessment"), the exponents fitted to human judgements, finest scale first.
@@ -308,15 +308,22 @@ def uint8_frames(frames: np.ndarray) -> Tensor:
 @torch.no_grad()
 def frame_scores(
     original: np.ndarray, decoded: np.ndarray, lpips: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
-    *, batch: int = 8,
+    *, batch: int = 8, positions: bool = False,
 ) -> dict[str, float | None]:
     """Frame-averaged PSNR (dB, capped at 100), SSIM and MS-SSIM of ``(t h w 3)`` uint8 frames (each
     ``None`` where the frames are too small for it), and one LPIPS score per ``lpips`` entry
     (``name -> network``; ``None`` below the network's ``min_size``) -- what ``vistok rd`` and
-    ``vistok eval`` report."""
+    ``vistok eval`` report. ``positions`` adds ``psnr_first`` / ``psnr_later``: the first frame's
+    PSNR and the mean over the later ones (``None`` for one frame). A causal video tokenizer codes
+    the first frame alone and the later ones four to a latent frame, so the two can differ by design."""
     a, b = uint8_frames(original), uint8_frames(decoded)
     out: dict[str, float | None] = {"psnr": None, "ssim": None, "ms_ssim": None}
-    out.update({k: float(v.double().mean()) for k, v in frame_quality(a, b).items()})
+    per_frame = frame_quality(a, b)
+    out.update({k: float(v.double().mean()) for k, v in per_frame.items()})
+    if positions:
+        p = per_frame["psnr"].double()
+        out["psnr_first"] = float(p[0])
+        out["psnr_later"] = float(p[1:].mean()) if len(p) > 1 else None
     for key, net in (lpips or {}).items():
         if min(a.shape[-2:]) < getattr(net, "min_size", 16):
             out[key] = None
@@ -325,34 +332,24 @@ def frame_scores(
     return out
 
 
-
 # BT.601 full-range chroma (JPEG / JFIF): Cb and Cr in 8-bit levels around 128
 _CB = (-0.168736, -0.331264, 0.5)
 _CR = (0.5, -0.418688, -0.081312)
 
 
-def clip_diagnostics(original: np.ndarray, decoded: np.ndarray, *, grey_tolerance: int = 2) -> dict[str, float | bool | None]:
-    """What frame averages hide, for ``(t h w 3)`` uint8 clips:
+def chroma_scores(original: np.ndarray, decoded: np.ndarray, *, grey_tolerance: int = 2) -> dict[str, float | bool]:
+    """Colour that frame averages hide, for ``(t h w 3)`` uint8 clips:
 
-    * ``psnr_first`` / ``psnr_later``: PSNR (dB) of the first frame and the mean over the later ones
-      (``None`` for a single frame). A causal video tokenizer codes the first frame alone and the
-      later ones four to a latent frame, so the two can differ by design.
     * ``chroma_error``: mean over pixels of ``(|dCb| + |dCr|) / 2`` in 8-bit levels (BT.601), the
-      colour the reconstruction invents or loses.
+      colour the reconstruction invents or loses;
     * ``grey_input``: every pixel of the original has R, G and B within ``grey_tolerance`` levels.
     """
     a = np.asarray(original, dtype=np.float64)
     b = np.asarray(decoded, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 4 or a.shape[-1] != 3:
-        raise VistokError(f"clip_diagnostics needs two (t h w 3) clips of one shape, got {a.shape} and {b.shape}")
-    mse = ((a - b) ** 2).reshape(a.shape[0], -1).mean(axis=1)
-    per_frame = np.where(mse > 0, 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), 100.0).clip(max=100.0)
+        raise VistokError(f"chroma_scores needs two (t h w 3) clips of one shape, got {a.shape} and {b.shape}")
     d = a - b
-    dcb = np.abs(d @ np.array(_CB))
-    dcr = np.abs(d @ np.array(_CR))
     return {
-        "psnr_first": float(per_frame[0]),
-        "psnr_later": float(per_frame[1:].mean()) if len(per_frame) > 1 else None,
-        "chroma_error": float((dcb.mean() + dcr.mean()) / 2),
+        "chroma_error": float((np.abs(d @ np.array(_CB)).mean() + np.abs(d @ np.array(_CR)).mean()) / 2),
         "grey_input": bool((np.ptp(original, axis=-1) <= grey_tolerance).all()),
     }

@@ -52,7 +52,7 @@ from vistok.metrics.frechet import GaussianStats, frechet_distance, reliability_
 from vistok.metrics.i3d import I3D, fvd_preprocess, load_i3d
 from vistok.metrics.inception import InceptionV3FID, load_inception
 from vistok.metrics.perceptual import LPIPS
-from vistok.metrics.quality import clip_diagnostics, frame_scores, uint8_frames
+from vistok.metrics.quality import chroma_scores, frame_scores, uint8_frames
 from vistok.metrics.store import installed_weights
 from vistok.pictures import comparison_grid
 from vistok.tokenizers.base import Tokenizer, split_clip
@@ -509,8 +509,8 @@ def evaluate(
         if block_baseline:
             outputs.append((block_label, block_means(clip.frames, spatial), {"clip": clip.name}))
         for method, frames, row in outputs:
-            row.update(frame_scores(clip.frames, frames, nets.lpips))
-            row.update(clip_diagnostics(clip.frames, frames))
+            row.update(frame_scores(clip.frames, frames, nets.lpips, positions=True))
+            row.update(chroma_scores(clip.frames, frames))
             if nets.inception is not None:
                 feats_inc[method].append(inception_features(frames, nets.inception))
             if real_i3d is not None:
