@@ -9,12 +9,26 @@ format by it still work) so that stale ones left by a killed process can be reco
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from vistok.errors import VistokError
+
 TMP_MARK = ".vistok-tmp-"
+
+# errno values that mean "the file system would not take the bytes", whatever was being written.
+WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS})
+
+
+def write_failure(path: Path, error: OSError) -> VistokError | None:
+    """A one-line error naming the *final* file (not its temporary) when ``error`` is a full disk,
+    a file-size limit, a quota or a read-only file system; ``None`` for other errors."""
+    if error.errno in WRITE_FAILURES:
+        return VistokError(f"cannot write {path}: {os.strerror(error.errno)}")
+    return None
 
 
 def temporary_name(path: Path) -> Path:
@@ -24,7 +38,8 @@ def temporary_name(path: Path) -> Path:
 @contextmanager
 def atomic_output(path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
     """``with atomic_output(p) as tmp: write(tmp)`` -- ``tmp`` is renamed to ``p`` when the block
-    ends without an exception (after an fsync), and removed otherwise."""
+    ends without an exception (after an fsync), and removed otherwise. A full disk (or a file-size
+    limit, quota, read-only file system) becomes one :class:`VistokError` naming ``path``."""
     path = Path(path)
     tmp = temporary_name(path)
     try:
@@ -33,6 +48,11 @@ def atomic_output(path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        failure = write_failure(path, e)
+        if failure is None:
+            raise
+        raise failure from e
     finally:
         try:
             tmp.unlink()

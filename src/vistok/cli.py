@@ -729,6 +729,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vistok: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system said no (full disk, permissions, I/O): one line, not a traceback
+        if args.verbose:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"vistok: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        if args.verbose:
+            raise
+        print("vistok: error: out of memory; lower --size, --max-pixels or --chunk-frames where the command has them",
+              file=sys.stderr)
+        return 2
     if args.verbose:
         print(f"done in {time.time() - start:.1f} s", file=sys.stderr)
     return code

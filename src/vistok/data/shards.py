@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from vistok.atomic import write_failure
 from vistok.data.datasets import _mix, check_augment, check_clip_length, check_size, make_clip, media_files, rank_and_world
 from vistok.data.images import IMAGE_EXTENSIONS, probe_image
 from vistok.data.video import VIDEO_EXTENSIONS, probe_video
@@ -98,11 +99,16 @@ def write_shards(
     def close() -> None:
         nonlocal tar
         if tar is not None:
-            tar.close()
+            done, tar = tar, None
             final = tmp.with_suffix("")  # drop ".part": the shard appears only when complete
+            try:
+                done.close()
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                failure = write_failure(final, e)
+                raise (failure or e) from e
             os.replace(tmp, final)
             shards.append(final)
-            tar = None
 
     try:
         for path in media_files(files):
@@ -138,9 +144,17 @@ def write_shards(
             count += 1
             key += 1
         close()
+    except OSError as e:  # a full disk mid-shard: one error naming the shard
+        failure = write_failure(tmp.with_suffix("") if tmp is not None else out_dir, e)
+        if failure is None:
+            raise
+        raise failure from e
     finally:
         if tar is not None:  # an exception mid-shard: drop the partial file
-            tar.close()
+            try:
+                tar.close()
+            except OSError:
+                pass
             tmp.unlink(missing_ok=True)
     if skipped:
         lines = "\n".join(f"  {p}: {r}" for p, r in skipped[:20])

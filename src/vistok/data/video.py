@@ -21,7 +21,7 @@ from typing import BinaryIO, Union
 import av
 import numpy as np
 
-from vistok.atomic import atomic_output
+from vistok.atomic import WRITE_FAILURES, atomic_output
 from vistok.errors import VistokError
 from vistok.limits import MAX_FPS
 
@@ -289,18 +289,17 @@ def write_video(
         if suffix == ".gif":
             _write_gif(tmp, frames, fps)
         else:
-            _write_h264(tmp, _even(frames, odd_size), fps, crf, preset)
+            _write_h264(tmp, _even(frames, odd_size), fps, crf, preset, path)
     return path
 
 
-def _write_h264(path: Path, frames: np.ndarray, fps: float, crf: int, preset: str) -> None:
+def _write_h264(path: Path, frames: np.ndarray, fps: float, crf: int, preset: str, final: Path) -> None:
+    """Encode to ``path`` (the temporary that :func:`atomic_output` renames to ``final``)."""
     # 1001 as the largest denominator represents the NTSC rates (30000/1001) exactly.
     rate = Fraction(fps).limit_denominator(1001)
-    options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
-    tmp = path.with_name(path.name + ".part")
+    options = {"movflags": "+faststart"} if final.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
     try:
-        # The muxer is named explicitly: the temporary ".part" suffix would defeat ffmpeg's guess.
-        with av.open(str(tmp), mode="w", format=_MUXERS[path.suffix.lower()], options=options) as container:
+        with av.open(str(path), mode="w", format=_MUXERS[final.suffix.lower()], options=options) as container:
             stream = container.add_stream("libx264", rate=rate, options={"crf": str(int(crf)), "preset": preset})
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
@@ -309,12 +308,10 @@ def _write_h264(path: Path, frames: np.ndarray, fps: float, crf: int, preset: st
                     container.mux(packet)
             for packet in stream.encode():  # flush the encoder's delayed frames
                 container.mux(packet)
-        os.replace(tmp, path)  # never leave a half-written file under the final name
     except av.FFmpegError as e:
-        raise VistokError(f"writing {path} failed: {e}") from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        if isinstance(e, OSError) and e.errno in WRITE_FAILURES:
+            raise  # atomic_output names the final file
+        raise VistokError(f"writing {final} failed: {e}") from e
 
 
 def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:

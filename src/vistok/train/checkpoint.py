@@ -43,7 +43,15 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:  # a kill or a full disk mid-write leaves the previous one intact
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(state, f)
+            except RuntimeError as e:
+                # torch's zip writer reports a failed write of ours as "unexpected pos"; the file
+                # system's own error (a full disk) is its context: raise that, which names the cause.
+                if isinstance(e.__context__, OSError):
+                    raise e.__context__ from None
+                raise
     return path
 
 

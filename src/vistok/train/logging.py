@@ -10,6 +10,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from vistok.atomic import atomic_write_text, write_failure
+
 
 class MetricsLog:
     """Appends ``{"step": ..., **metrics}`` lines; on resume, lines past the resumed step are dropped
@@ -22,15 +24,18 @@ class MetricsLog:
             self.path.write_text("")
         elif self.path.exists():
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))  # a kill here loses no rows
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         row = {"step": step, "time": round(time.time(), 3)}
         for k, v in metrics.items():
             v = float(v) if not isinstance(v, (str, int)) else v
             row[k] = v if not (isinstance(v, float) and not math.isfinite(v)) else str(v)
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:  # a full disk: one error naming the log (a cut line is skipped on reading)
+            raise (write_failure(self.path, e) or e) from e
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
