@@ -242,3 +242,37 @@ def test_skipped_training_files_are_all_named(tmp_path):
     assert all(f"bad{i}.mp4" in text for i in range(27)) and "x.txt" in text and "(27 file(s))" in text
     few = skipped_summary(many[:3])
     assert few.count("\n") == 2 and "bad2.mp4: empty file" in few
+
+
+def test_vtok_declaring_huge_frames_is_refused_before_decoding(capsys, model_dir, tmp_path):
+    import vistok
+    from vistok.codec import compress_indices
+
+    tok = vistok.load_tokenizer(model_dir)
+    p = tmp_path / "bomb.vtok"  # one 11584x11584 frame (400 MB of pixels) in a small file
+    p.write_bytes(compress_indices(tok, np.zeros((1, 1448, 1448), np.int64)))
+    assert p.stat().st_size < 200_000
+    code, _, err = run(capsys, "decompress", p, tmp_path / "o.png", "--model", model_dir)
+    assert_refused(code, err, "more than max_frame_pixels=2088960")
+    assert not (tmp_path / "o.png").exists()
+    tokens = tmp_path / "bomb.npz"
+    np.savez_compressed(tokens, indices=np.zeros((1, 1448, 1448), np.int64),
+                        meta=np.frombuffer(json.dumps({"fps": 0}).encode(), np.uint8))
+    code, _, err = run(capsys, "decode", model_dir, tokens, tmp_path / "o.png")
+    assert_refused(code, err, "more than --max-frame-pixels 2088960")
+
+
+def test_long_vtok_is_streamed_with_progress(capsys, model_dir, tmp_path):
+    import vistok
+    from vistok.codec import compress_indices
+    from vistok.data import read_video
+
+    tok = vistok.load_tokenizer(model_dir)
+    p = tmp_path / "long.vtok"
+    p.write_bytes(compress_indices(tok, np.zeros((50, 2, 3), np.int64), fps=25))
+    code, out, err = run(capsys, "decompress", p, tmp_path / "o.mp4", "--model", model_dir)
+    assert code == 0, err
+    assert "decompress: 100%" in err and "197/197" in err  # progress in frames, to the end
+    assert read_video(tmp_path / "o.mp4").shape[:3] == (197, 16, 24)
+    code, _, err = run(capsys, "decompress", p, tmp_path / "o2.mp4", "--model", model_dir, "--max-pixels", 1000)
+    assert_refused(code, err, "more than max_pixels=1000")

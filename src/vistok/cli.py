@@ -31,6 +31,9 @@ def _model_label(m: str) -> str:
     return Path(m).parent.name if Path(m).name == "model" else Path(m).name
 
 
+_open_bars: list = []  # progress bars to close before an error line, so the error is the last line
+
+
 def _progress(desc: str):
     from tqdm import tqdm
 
@@ -39,12 +42,40 @@ def _progress(desc: str):
     def update(done: int, total: int):
         if bar["bar"] is None:
             bar["bar"] = tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True, file=sys.stderr)
+            _open_bars.append(bar["bar"])
         bar["bar"].n = done
         bar["bar"].refresh()
         if done >= total:
             bar["bar"].close()
 
     return update
+
+
+def _close_bars() -> None:
+    while _open_bars:
+        _open_bars.pop().close()
+
+
+def _budget(text: str) -> int:
+    """argparse type of a size limit: 0 (no limit) or a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or positive, got {value}")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type of a count that must be positive."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _max_pixels(args) -> int | None:
@@ -118,7 +149,7 @@ def cmd_decode(args) -> int:
     import torch
 
     from vistok.data.transforms import to_uint8
-    from vistok.files import load_tokens, write_media
+    from vistok.files import load_tokens, media_writer
 
     check_input_file(args.tokens, "token file")
     check_output_file(args.output, [args.tokens])
@@ -126,12 +157,17 @@ def cmd_decode(args) -> int:
     tok = _load(args.model)
     t, h, w = indices.shape
     frames = 1 + (t - 1) * tok.temporal_compression
-    pixels = frames * h * w * tok.spatial_compression**2
-    if args.max_pixels and pixels > args.max_pixels:
+    height, width = h * tok.spatial_compression, w * tok.spatial_compression
+    if args.max_frame_pixels and height * width > args.max_frame_pixels:
         raise VistokError(
-            f"{args.tokens}: a {t}x{h}x{w} token grid decodes to {frames} frames of "
-            f"{w * tok.spatial_compression}x{h * tok.spatial_compression} ({pixels} pixels), more than --max-pixels "
-            f"{args.max_pixels}; raise it (0: no limit) if the file is trusted"
+            f"{args.tokens}: a {t}x{h}x{w} token grid decodes to {width}x{height} frames ({height * width} pixels), "
+            f"more than --max-frame-pixels {args.max_frame_pixels}; raise it (0: no limit) if the file is trusted"
+        )
+    if args.max_pixels and frames * height * width > args.max_pixels:
+        raise VistokError(
+            f"{args.tokens}: a {t}x{h}x{w} token grid decodes to {frames} frames of {width}x{height} "
+            f"({frames * height * width} pixels), more than --max-pixels {args.max_pixels}; raise it (0: no limit) "
+            "if the file is trusted"
         )
     if meta.get("model_id") not in (None, tok.model_id()) and not args.force:
         raise VistokError(
@@ -139,15 +175,16 @@ def cmd_decode(args) -> int:
             f"{tok.model_id()[:12]}…; decoding with another model gives garbage (use --force to do it anyway)"
         )
     idx = torch.from_numpy(indices)[None]
-    frames = []
     first = 1 + args.chunk_latents
     pieces = [idx[:, :first]] + [idx[:, s : s + args.chunk_latents] for s in range(first, idx.shape[1], args.chunk_latents)]
-    for x in tok.decode_stream(p for p in pieces if p.shape[1]):
-        frames.append(to_uint8(x[0].float()))
-    import numpy as np
-
-    write_media(args.output, np.concatenate(frames), fps=float(meta.get("fps") or 25.0))
-    print(f"{args.output}: {sum(len(f) for f in frames)} frame(s) decoded from {indices.size} tokens")
+    bar, done = _progress("decode"), 0
+    with media_writer(args.output, fps=float(meta.get("fps") or 25.0)) as write:  # streamed: memory of one piece
+        for x in tok.decode_stream(p for p in pieces if p.shape[1]):
+            chunk = to_uint8(x[0].float())
+            write(chunk)
+            done += len(chunk)
+            bar(done, frames)
+    print(f"{args.output}: {done} frame(s) decoded from {indices.size} tokens")
     return 0
 
 
@@ -263,20 +300,24 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    import numpy as np
-
     from vistok.codec import iter_decompress, read_header
     from vistok.data.transforms import to_uint8
-    from vistok.files import write_media
+    from vistok.files import media_writer
 
     path = check_input_file(args.input)
     check_output_file(args.output, [path])
-    max_pixels = None if args.max_pixels == 0 else args.max_pixels
+    limits = {"max_pixels": args.max_pixels or None, "max_frame_pixels": args.max_frame_pixels or None}
     with open(path, "rb") as f:
         header = read_header(f)
         f.seek(0)
-        frames = [to_uint8(x[0]) for x in iter_decompress(f, models=args.model or (), max_pixels=max_pixels)]
-    write_media(args.output, np.concatenate(frames), fps=float(header.fps))
+        bar, done = _progress("decompress"), 0
+        # Frames go to the output as each chunk is decoded: memory holds one chunk, not the clip.
+        with media_writer(args.output, fps=float(header.fps)) as write:
+            for x in iter_decompress(f, models=args.model or (), **limits):
+                chunk = to_uint8(x[0])
+                write(chunk)
+                done += len(chunk)
+                bar(done, header.frames)
     kept = len(header.kept_channels)
     print(
         f"{args.output}: {header.frames} frame(s) of {header.width}x{header.height} from {path.stat().st_size} bytes "
@@ -470,8 +511,16 @@ def cmd_weights(args) -> int:
 # -- parser ---------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (``vistok CMD: error: ...; see vistok CMD --help``), exit 2, for
+    every sub-command too (they are made with the parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vistok", description="Visual tokenizers: images and videos to tokens and back.")
+    p = _Parser(prog="vistok", description="Visual tokenizers: images and videos to tokens and back.")
     p.add_argument("--version", action="version", version=_version())
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -488,16 +537,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     def pixel_budget(q):
-        from vistok.pipelines.reconstruct import DEFAULT_MAX_FRAME_PIXELS
+        from vistok.limits import DEFAULT_MAX_FRAME_PIXELS
 
-        q.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_FRAME_PIXELS,
+        q.add_argument("--max-pixels", type=_budget, default=DEFAULT_MAX_FRAME_PIXELS,
                        help=f"refuse frames of more pixels than this after --size (memory grows with them; "
+                       f"default {DEFAULT_MAX_FRAME_PIXELS}, Full HD; 0: no limit)")
+
+    def frame_budget(q, what):
+        from vistok.limits import DEFAULT_MAX_FRAME_PIXELS
+
+        q.add_argument("--max-frame-pixels", type=_budget, default=DEFAULT_MAX_FRAME_PIXELS,
+                       help=f"refuse {what} frames of more pixels than this (memory grows with them; "
                        f"default {DEFAULT_MAX_FRAME_PIXELS}, Full HD; 0: no limit)")
 
     def media_opts(q):
         pixel_budget(q)
         q.add_argument("--size", type=int, help="resize the shorter side to this first (default: native size)")
-        q.add_argument("--max-frames", type=int, help="use at most this many frames (trimmed to 1 + 4k)")
+        q.add_argument("--max-frames", type=_at_least_one, help="use at most this many frames (trimmed to 1 + 4k)")
         q.add_argument("--chunk-frames", type=int, default=16, help="frames per streamed chunk (multiple of 4; bounds memory)")
 
     r = sub.add_parser("reconstruct", help="tokenize a video or image and rebuild it; prints PSNR/SSIM",
@@ -522,8 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("output", metavar="OUTPUT")
     d.add_argument("--chunk-latents", type=int, default=4, help="latent frames per streamed chunk (bounds memory)")
     d.add_argument("--force", action="store_true", help="decode even if the tokens came from another model")
-    d.add_argument("--max-pixels", type=int, default=1 << 28,
+    d.add_argument("--max-pixels", type=_budget, default=1 << 28,
                    help="refuse token files that decode to more frames x height x width than this (0: no limit)")
+    frame_budget(d, "token files that decode to")
     d.set_defaults(func=cmd_decode)
 
     es = sub.add_parser("encode-set", help="tokenize a labelled data set into one token-set .npz (for train-lm)",
@@ -568,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("output", metavar="OUT.vtok")
     pixel_budget(c)
     c.add_argument("--size", type=int, help="resize the shorter side to this first (default: native size)")
-    c.add_argument("--max-frames", type=int, help="use at most this many frames (trimmed to 1 + 4k)")
+    c.add_argument("--max-frames", type=_at_least_one, help="use at most this many frames (trimmed to 1 + 4k)")
     c.add_argument("--chunk-frames", type=int,
                    help="frames per independently decodable chunk (multiple of 4; default 128, fewer for "
                    "large pictures); longer chunks compress better")
@@ -585,8 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("output", metavar="OUTPUT")
     x.add_argument("--model", action="append", metavar="DIR",
                    help="a saved model (or a folder of them) to look for the file's model in (repeatable)")
-    x.add_argument("--max-pixels", type=int, default=1 << 28,
+    x.add_argument("--max-pixels", type=_budget, default=1 << 28,
                    help="refuse files declaring more frames x height x width than this (0: no limit)")
+    frame_budget(x, "files declaring")
     x.set_defaults(func=cmd_decompress)
 
     q = sub.add_parser("rd", help="rate-distortion of vistok vs x264 / x265 on clips (table, CSV, JSON, plot)",
@@ -595,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     q.add_argument("inputs", metavar="CLIP", nargs="+")
     q.add_argument("--also-model", action="append", metavar="DIR", help="another model to compare (repeatable)")
-    q.add_argument("--max-frames", type=int, help="use at most this many frames (trimmed to 1 + 4k; default all)")
+    q.add_argument("--max-frames", type=_at_least_one, help="use at most this many frames (trimmed to 1 + 4k; default all)")
     q.add_argument("--start", default="0", help="first frame to use; several (e.g. 0,60,120) take that many clips "
                    "from each input")
     q.add_argument("--size", type=int, help="resize the shorter side to this first")
@@ -720,7 +778,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     start = time.time()
     try:
-        code = args.func(args)
+        try:
+            code = args.func(args)
+        finally:
+            _close_bars()
     except VistokError as e:
         if args.verbose:
             raise

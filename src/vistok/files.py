@@ -6,6 +6,8 @@ builder. Every write is atomic (:mod:`vistok.atomic`).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +15,7 @@ import numpy as np
 
 from vistok.atomic import atomic_output
 from vistok.data.images import IMAGE_EXTENSIONS, write_image
-from vistok.data.video import VIDEO_EXTENSIONS, write_video
+from vistok.data.video import VIDEO_EXTENSIONS, VideoWriter, write_video
 from vistok.errors import VistokError
 from vistok.limits import MAX_FPS
 
@@ -45,6 +47,20 @@ def write_media(path: str | Path, frames: np.ndarray, *, fps: float) -> Path:
     return write_video(path, frames, fps=fps if fps > 0 else 25.0)
 
 
+@contextmanager
+def media_writer(path: str | Path, *, fps: float) -> Iterator[Callable[[np.ndarray], None]]:
+    """``with media_writer(p, fps=...) as write: write(frames); ...`` -- ``t h w 3`` uint8 frames
+    streamed to a video file as they come (memory: one batch), or collected into an image (which
+    must get exactly one frame); the file appears atomically when the block ends without an error."""
+    if media_kind(path) == "image":
+        got: list[np.ndarray] = []
+        yield got.append
+        if not got:
+            raise VistokError(f"{path}: no frame to write")
+        write_media(path, np.concatenate(got), fps=fps)
+        return
+    with VideoWriter(path, fps=fps if fps > 0 else 25.0) as writer:
+        yield writer.write
 
 
 def token_metadata(tok: "Tokenizer", **fields: Any) -> dict[str, Any]:

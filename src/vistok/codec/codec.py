@@ -43,6 +43,7 @@ from vistok.codec.container import (
 from vistok.codec.container import read_header as _read_header_stream
 from vistok.codec.entropy import CodedChunk, from_planes, get_model, to_planes
 from vistok.errors import VistokError
+from vistok.limits import DEFAULT_MAX_FRAME_PIXELS
 from vistok.nn.causal_conv import streaming
 from vistok.tokenizers.base import Tokenizer, split_clip
 from vistok.tokenizers.registry import candidate_model_dirs, find_model_dir, load_tokenizer
@@ -407,11 +408,17 @@ def read_header(data) -> Header:
     return _read_header_stream(_as_stream(data))
 
 
-def _check_limits(header: Header, max_pixels: int | None) -> None:
+def _check_limits(header: Header, max_pixels: int | None, max_frame_pixels: int | None = None) -> None:
     if max_pixels is not None and header.pixels > max_pixels:
         raise VistokFormatError(
             f"the file declares {header.frames} frames of {header.height}x{header.width} "
             f"({header.pixels} pixels), more than max_pixels={max_pixels}; raise the limit to decode it"
+        )
+    if max_frame_pixels is not None and header.height * header.width > max_frame_pixels:
+        raise VistokFormatError(
+            f"the file declares {header.width}x{header.height} frames ({header.height * header.width} pixels each), "
+            f"more than max_frame_pixels={max_frame_pixels}; decoding them needs memory in proportion, raise the "
+            "limit to decode it"
         )
 
 
@@ -511,12 +518,14 @@ def iter_decompress(
     *,
     models: Iterable = (),
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS,
 ) -> Iterator[Tensor]:
     """Decode a ``.vtok`` stream to ``(1 c t h w)`` pixel chunks in [-1, 1], one per file chunk,
-    with memory bounded by one chunk; the chunks concatenate to exactly ``decompress(data)``."""
+    with memory bounded by one chunk; the chunks concatenate to exactly ``decompress(data)``.
+    ``max_pixels`` caps ``frames x height x width``, ``max_frame_pixels`` ``height x width``."""
     stream = _as_stream(data)
     header = _read_header_stream(stream)
-    _check_limits(header, max_pixels)
+    _check_limits(header, max_pixels, max_frame_pixels)
     tok = resolve_tokenizer(header, tokenizer, models)
     yield from _decode_pixels(tok, header, (idx for _, _, idx in _iter_chunks(stream, header)))
 
@@ -544,6 +553,7 @@ def decompress(
     *,
     models: Iterable = (),
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS,
 ) -> Tensor:
     """``.vtok`` bytes -> ``video (1 c t h w)`` in [-1, 1].
 
@@ -551,16 +561,18 @@ def decompress(
     None it is looked up in ``models`` and the shipped default (:func:`find_tokenizer`). Every
     chunk is read and verified before any pixel is decoded, so a damaged file raises
     :class:`VistokFormatError` (and only that) without running the network.
-    ``max_pixels`` caps ``frames x height x width`` (None: no cap).
+    ``max_pixels`` caps ``frames x height x width``, ``max_frame_pixels`` ``height x width`` (None:
+    no cap).
     """
     if isinstance(data, (bytes, bytearray, memoryview)):
         # The model is resolved from the header first: a missing model fails before any decoding.
         header = read_header(data)
-        _check_limits(header, max_pixels)
+        _check_limits(header, max_pixels, max_frame_pixels)
         tok = resolve_tokenizer(header, tokenizer, models)
         header, indices = decompress_indices(data, max_pixels=max_pixels)
     else:
         header, indices = decompress_indices(data, max_pixels=max_pixels)
+        _check_limits(header, max_pixels, max_frame_pixels)
         tok = resolve_tokenizer(header, tokenizer, models)
     pieces, start = [], 0
     for n in header.chunk_sizes():

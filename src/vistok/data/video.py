@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -276,42 +277,126 @@ def write_video(
       MP4s get ``faststart`` (index at the front), so they stream and open quickly from shards.
     * ``.gif``: pillow, 256-colour palette per frame, frame duration rounded to 10 ms. GIF merges
       identical consecutive frames into one longer frame, so a static clip reads back shorter.
+
+    To write frames as they are produced, without holding the clip, use :class:`VideoWriter`.
     """
-    path = Path(path)
-    frames = _as_frames(frames)
-    if not (0 < fps <= MAX_FPS):
-        raise VistokError(f"fps must be above 0 and at most {MAX_FPS}; got {fps!r}")
-    suffix = path.suffix.lower()
-    if suffix != ".gif" and suffix not in _MUXERS:
-        raise VistokError(f"cannot write {path.name}: expected a .mp4, .mkv, .mov, .m4v or .gif path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path) as tmp:  # a failure (full disk, kill) never leaves a broken file under the name
-        if suffix == ".gif":
-            _write_gif(tmp, frames, fps)
+    with VideoWriter(path, fps=fps, crf=crf, preset=preset, odd_size=odd_size) as writer:
+        writer.write(frames)
+    return Path(path)
+
+
+class VideoWriter:
+    """``with VideoWriter(path, fps=...) as w: w.write(frames); ...`` -- frames encoded as they
+    arrive, so memory holds one batch, not the clip (a GIF, a format for short clips, is kept until
+    the end). Same formats and options as :func:`write_video`. The file appears under ``path`` only
+    when the block ends without an error (a temporary beside it is renamed); on an error, a full
+    disk or a kill, nothing is left under the name."""
+
+    def __init__(self, path: str | os.PathLike, *, fps: float = 25.0, crf: int = 18, preset: str = "medium",
+                 odd_size: str = "pad"):
+        self.path = Path(path)
+        if not (0 < fps <= MAX_FPS):
+            raise VistokError(f"fps must be above 0 and at most {MAX_FPS}; got {fps!r}")
+        suffix = self.path.suffix.lower()
+        if suffix != ".gif" and suffix not in _MUXERS:
+            raise VistokError(f"cannot write {self.path.name}: expected a .mp4, .mkv, .mov, .m4v or .gif path")
+        if odd_size not in ("pad", "crop"):
+            raise VistokError(f"odd_size must be 'pad' or 'crop'; got {odd_size!r}")
+        self.fps, self.crf, self.preset, self.odd_size = fps, crf, preset, odd_size
+        self.frames_written = 0
+        self._gif: list[np.ndarray] | None = [] if suffix == ".gif" else None
+        self._container = self._stream = None
+        self._size: tuple[int, int] | None = None
+        self._atomic = self._tmp = None
+
+    def __enter__(self) -> "VideoWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._atomic = atomic_output(self.path)  # a failure (full disk, kill) never leaves a broken file
+        self._tmp = self._atomic.__enter__()
+        return self
+
+    def write(self, frames) -> None:
+        """Append ``t h w 3`` (or ``h w 3``: one frame) uint8 frames, all of the first frame's size."""
+        if self._tmp is None:
+            raise RuntimeError("VideoWriter.write outside its with-block")
+        arr = np.asarray(frames.detach().cpu().numpy() if hasattr(frames, "detach") else frames)
+        frames = _as_frames(arr[None] if arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.dtype == np.uint8 else arr)
+        size = frames.shape[1:3]
+        if self._size is None:
+            self._size = size
+        elif size != self._size:
+            raise VistokError(f"{self.path}: all frames must be {self._size[0]}x{self._size[1]}; got {size[0]}x{size[1]}")
+        if self._gif is not None:
+            self._gif.extend(frames)
         else:
-            _write_h264(tmp, _even(frames, odd_size), fps, crf, preset, path)
-    return path
+            self._encode(_even(frames, self.odd_size))
+        self.frames_written += len(frames)
 
-
-def _write_h264(path: Path, frames: np.ndarray, fps: float, crf: int, preset: str, final: Path) -> None:
-    """Encode to ``path`` (the temporary that :func:`atomic_output` renames to ``final``)."""
-    # 1001 as the largest denominator represents the NTSC rates (30000/1001) exactly.
-    rate = Fraction(fps).limit_denominator(1001)
-    options = {"movflags": "+faststart"} if final.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
-    try:
-        with av.open(str(path), mode="w", format=_MUXERS[final.suffix.lower()], options=options) as container:
-            stream = container.add_stream("libx264", rate=rate, options={"crf": str(int(crf)), "preset": preset})
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
+    def _encode(self, frames: np.ndarray | None) -> None:
+        try:
+            if self._container is None and frames is not None:
+                options = {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
+                # The muxer is named explicitly: the temporary's name is not what ffmpeg should guess from.
+                self._container = av.open(str(self._tmp), mode="w", format=_MUXERS[self.path.suffix.lower()],
+                                          options=options)
+                # 1001 as the largest denominator represents the NTSC rates (30000/1001) exactly.
+                rate = Fraction(self.fps).limit_denominator(1001)
+                self._stream = self._container.add_stream(
+                    "libx264", rate=rate, options={"crf": str(int(self.crf)), "preset": self.preset})
+                self._stream.width, self._stream.height = frames.shape[2], frames.shape[1]
+                self._stream.pix_fmt = "yuv420p"
+            if frames is None:  # flush the encoder's delayed frames
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+                return
             for array in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode():  # flush the encoder's delayed frames
-                container.mux(packet)
-    except av.FFmpegError as e:
-        if isinstance(e, OSError) and e.errno in WRITE_FAILURES:
-            raise  # atomic_output names the final file
-        raise VistokError(f"writing {final} failed: {e}") from e
+                for packet in self._stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                    self._container.mux(packet)
+        except av.FFmpegError as e:
+            if isinstance(e, OSError) and e.errno in WRITE_FAILURES:
+                raise  # atomic_output names the final file
+            raise VistokError(f"writing {self.path} failed: {e}") from e
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        atomic, self._atomic = self._atomic, None
+        try:
+            if exc_type is None:
+                self._finish()
+        except BaseException:
+            self._discard()
+            if not atomic.__exit__(*sys.exc_info()):  # removes the temporary; a full disk becomes one line
+                raise
+            return False
+        if exc_type is not None:
+            self._discard()
+            return bool(atomic.__exit__(exc_type, exc, tb))
+        self._tmp = None
+        atomic.__exit__(None, None, None)  # renames the temporary into place
+        return False
+
+    def _finish(self) -> None:
+        if self.frames_written == 0:
+            raise VistokError(f"{self.path}: no frames to write")
+        if self._gif is not None:
+            _write_gif(self._tmp, np.stack(self._gif), self.fps)
+            return
+        self._encode(None)
+        container, self._container = self._container, None
+        try:
+            container.close()
+        except av.FFmpegError as e:
+            if isinstance(e, OSError) and e.errno in WRITE_FAILURES:
+                raise
+            raise VistokError(f"writing {self.path} failed: {e}") from e
+
+    def _discard(self) -> None:
+        self._tmp = None
+        container, self._container = self._container, None
+        if container is not None:
+            try:
+                container.close()
+            except Exception:  # closing a half-written file on the way out of an error
+                pass
 
 
 def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:

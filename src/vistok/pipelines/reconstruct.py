@@ -21,6 +21,7 @@ from vistok.data.transforms import center_crop, resize_shorter, to_uint8
 from vistok.data.video import probe_video, read_video
 from vistok.errors import VistokError
 from vistok.files import media_kind
+from vistok.limits import DEFAULT_MAX_FRAME_PIXELS
 from vistok.paths import check_input_file
 from vistok.metrics.quality import frame_quality
 from vistok.tokenizers.base import Tokenizer
@@ -41,10 +42,6 @@ class MediaPlan:
     notes: list[str] = field(default_factory=list)
 
 
-# Frames larger than this (after --size) are refused before any work: the tokenizer's activations
-# grow with the pixels (a 12-megapixel photo drove the tiny model past 10 GB). Full HD fits in a
-# few GB; tile or resize larger media, or raise the budget with --max-pixels.
-DEFAULT_MAX_FRAME_PIXELS = 1920 * 1088
 
 
 def plan_media(
