@@ -276,3 +276,36 @@ def test_long_vtok_is_streamed_with_progress(capsys, model_dir, tmp_path):
     assert read_video(tmp_path / "o.mp4").shape[:3] == (197, 16, 24)
     code, _, err = run(capsys, "decompress", p, tmp_path / "o2.mp4", "--model", model_dir, "--max-pixels", 1000)
     assert_refused(code, err, "more than max_pixels=1000")
+
+
+def _rotated_clip(path, frames):
+    """An H.264 clip whose display matrix asks for a quarter turn counter-clockwise (as a phone
+    writes portrait video): stored ``frames`` are landscape, players show them portrait."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10, options={"crf": "0"})
+        s.height, s.width = frames.shape[1:3]
+        s.pix_fmt = "yuv420p"
+        s.set_display_rotation(90)
+        for f in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+
+
+def test_video_rotation_metadata_is_applied(capsys, model_dir, tmp_path):
+    from vistok.data import probe_video, read_video
+
+    stored = np.zeros((5, 32, 48, 3), np.uint8)
+    stored[:, :, :12] = 255  # a white band down the left side of the stored picture
+    _rotated_clip(tmp_path / "portrait.mp4", stored)
+    info = probe_video(tmp_path / "portrait.mp4")
+    assert (info.rotation, info.width, info.height) == (90, 32, 48)
+    shown = read_video(tmp_path / "portrait.mp4")
+    assert shown.shape == (5, 48, 32, 3)
+    assert np.abs(shown.astype(int) - np.rot90(stored, 1, axes=(1, 2))).mean() < 3  # the band is now at the bottom
+    code, _, err = run(capsys, "reconstruct", model_dir, tmp_path / "portrait.mp4", tmp_path / "out.mp4")
+    assert code == 0, err
+    assert read_video(tmp_path / "out.mp4").shape[1:3] == (48, 32)

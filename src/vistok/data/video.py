@@ -49,6 +49,9 @@ class VideoInfo:
 
     ``frames_from``: where ``frames`` came from -- ``"header"`` (the container's frame count) or
     ``"packets"`` (counted by demuxing, used when the header has no count, e.g. MPEG-TS, WebM, GIF).
+    ``rotation``: the quarter turn (degrees counter-clockwise: 0, 90, 180, 270) that the file's
+    display matrix asks for, as phones record portrait video; ``width`` and ``height`` are the
+    picture *as displayed*, which is what :func:`read_video` returns.
     """
 
     frames: int
@@ -57,6 +60,7 @@ class VideoInfo:
     height: int
     codec: str
     frames_from: str
+    rotation: int = 0
 
     @property
     def duration(self) -> float:
@@ -98,7 +102,8 @@ def _rate(stream) -> Fraction | None:
 
 
 def probe_video(source: VideoSource) -> VideoInfo:
-    """Frame count, frame rate and size of the first video stream, without decoding any picture.
+    """Frame count, frame rate and displayed size of the first video stream, decoding one picture
+    at most (for its display rotation).
 
     The frame count comes from the container header when it has one (MP4/MOV sample tables). When it
     does not, packets are counted by demuxing, which reads the file but decodes nothing: one packet
@@ -120,27 +125,57 @@ def probe_video(source: VideoSource) -> VideoInfo:
                 raise VistokError(f"{name}: cannot read packets: {e}") from e
         if frames <= 0:
             raise VistokError(f"{name}: video stream has no frames")
-        rate = _rate(stream)
-        return VideoInfo(
-            frames=frames,
-            fps=float(rate) if rate else 0.0,
-            width=int(cc.width),
-            height=int(cc.height),
-            codec=cc.name,
-            frames_from=frames_from,
-        )
+        rate, codec, width, height = _rate(stream), cc.name, int(cc.width), int(cc.height)
+    rotation = _display_rotation(source)
+    if rotation in (90, 270):
+        width, height = height, width
+    return VideoInfo(
+        frames=frames,
+        fps=float(rate) if rate else 0.0,
+        width=width,
+        height=height,
+        codec=codec,
+        frames_from=frames_from,
+        rotation=rotation,
+    )
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """The display rotation of a decoded picture in quarter turns counter-clockwise (0-3)."""
+    try:
+        degrees = frame.rotation
+    except Exception:  # side data PyAV cannot parse: show the picture as stored
+        return 0
+    return int(round((degrees or 0) / 90.0)) % 4
+
+
+def _display_rotation(source: VideoSource) -> int:
+    """The rotation (0, 90, 180, 270) of the first picture, read by decoding it: the display matrix
+    reaches PyAV as side data of decoded frames. 0 when nothing decodes (reading reports that)."""
+    try:
+        with _open(source) as container:
+            for frame in container.decode(_video_stream(container, _name(source))):
+                return 90 * _quarter_turns(frame)
+    except (VistokError, av.FFmpegError, OSError):
+        pass
+    return 0
 
 
 def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """One decoded picture as ``h w 3`` uint8. Grey sources are expanded by the RGB conversion;
-    sources with alpha are composited on white, the same rule ``read_image`` applies, so an image and
-    a video of the same content give the same pixels."""
+    """One decoded picture as ``h w 3`` uint8, as displayed. Grey sources are expanded by the RGB
+    conversion; sources with alpha are composited on white, the same rule ``read_image`` applies, so
+    an image and a video of the same content give the same pixels; a display rotation is applied."""
     if any(c.is_alpha for c in frame.format.components):
         rgba = frame.to_ndarray(format="rgba").astype(np.uint16)
         a = rgba[..., 3:]
         # Integer compositing: out = (rgb * a + 255 * (255 - a)) / 255, rounded.
-        return ((rgba[..., :3] * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
-    return frame.to_ndarray(format="rgb24")
+        rgb = ((rgba[..., :3] * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+    else:
+        rgb = frame.to_ndarray(format="rgb24")
+    turns = _quarter_turns(frame)
+    # A display matrix (a phone's portrait video) is applied, as players do: np.rot90 turns
+    # counter-clockwise, the sense of the matrix's angle.
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 class _SeekMissed(Exception):
