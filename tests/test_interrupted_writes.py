@@ -17,7 +17,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 import torch
 
 import vistok
@@ -151,3 +150,4 @@ def test_kill_9_while_writing_a_checkpoint_then_resume(media_dir, tmp_path):
     a, b = vistok.load_tokenizer(run), vistok.load_tokenizer(tmp_path / "full")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
+
