@@ -262,7 +262,7 @@ def test_vtok_declaring_huge_frames_is_refused_before_decoding(capsys, model_dir
     assert_refused(code, err, "more than --max-frame-pixels 2088960")
 
 
-def test_long_vtok_is_streamed_with_progress(capsys, model_dir, tmp_path):
+def test_long_vtok_decodes_with_progress_and_a_total_budget(capsys, model_dir, tmp_path):
     import vistok
     from vistok.codec import compress_indices
     from vistok.data import read_video

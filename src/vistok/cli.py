@@ -56,26 +56,39 @@ def _close_bars() -> None:
         _open_bars.pop().close()
 
 
-def _budget(text: str) -> int:
-    """argparse type of a size limit: 0 (no limit) or a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or positive, got {value}")
-    return value
+def _int_at_least(minimum: int, requirement: str):
+    """An argparse type: an integer of at least ``minimum`` (``requirement`` says so in the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
+        return value
+
+    return parse
 
 
-def _at_least_one(text: str) -> int:
-    """argparse type of a count that must be positive."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+_budget = _int_at_least(0, "0 (no limit) or positive")  # a size limit
+_at_least_one = _int_at_least(1, "at least 1")  # a count
+
+
+def _stream_frames(output: str, chunks, *, fps: float, total: int, desc: str) -> int:
+    """Write ``(1 c t h w)`` [-1, 1] chunks to ``output`` as they come (memory: one chunk), with a
+    progress bar in frames out of ``total``; returns the frames written."""
+    from vistok.data.transforms import to_uint8
+    from vistok.files import media_writer
+
+    bar, done = _progress(desc), 0
+    with media_writer(output, fps=fps) as write:
+        for x in chunks:
+            frames = to_uint8(x[0].float())
+            write(frames)
+            done += len(frames)
+            bar(done, total)
+    return done
 
 
 def _max_pixels(args) -> int | None:
@@ -148,8 +161,7 @@ def cmd_encode(args) -> int:
 def cmd_decode(args) -> int:
     import torch
 
-    from vistok.data.transforms import to_uint8
-    from vistok.files import load_tokens, media_writer
+    from vistok.files import load_tokens
 
     check_input_file(args.tokens, "token file")
     check_output_file(args.output, [args.tokens])
@@ -177,13 +189,8 @@ def cmd_decode(args) -> int:
     idx = torch.from_numpy(indices)[None]
     first = 1 + args.chunk_latents
     pieces = [idx[:, :first]] + [idx[:, s : s + args.chunk_latents] for s in range(first, idx.shape[1], args.chunk_latents)]
-    bar, done = _progress("decode"), 0
-    with media_writer(args.output, fps=float(meta.get("fps") or 25.0)) as write:  # streamed: memory of one piece
-        for x in tok.decode_stream(p for p in pieces if p.shape[1]):
-            chunk = to_uint8(x[0].float())
-            write(chunk)
-            done += len(chunk)
-            bar(done, frames)
+    done = _stream_frames(args.output, tok.decode_stream(p for p in pieces if p.shape[1]),
+                          fps=float(meta.get("fps") or 25.0), total=frames, desc="decode")
     print(f"{args.output}: {done} frame(s) decoded from {indices.size} tokens")
     return 0
 
@@ -301,8 +308,6 @@ def cmd_compress(args) -> int:
 
 def cmd_decompress(args) -> int:
     from vistok.codec import iter_decompress, read_header
-    from vistok.data.transforms import to_uint8
-    from vistok.files import media_writer
 
     path = check_input_file(args.input)
     check_output_file(args.output, [path])
@@ -310,14 +315,8 @@ def cmd_decompress(args) -> int:
     with open(path, "rb") as f:
         header = read_header(f)
         f.seek(0)
-        bar, done = _progress("decompress"), 0
-        # Frames go to the output as each chunk is decoded: memory holds one chunk, not the clip.
-        with media_writer(args.output, fps=float(header.fps)) as write:
-            for x in iter_decompress(f, models=args.model or (), **limits):
-                chunk = to_uint8(x[0])
-                write(chunk)
-                done += len(chunk)
-                bar(done, header.frames)
+        _stream_frames(args.output, iter_decompress(f, models=args.model or (), **limits), fps=float(header.fps),
+                       total=header.frames, desc="decompress")
     kept = len(header.kept_channels)
     print(
         f"{args.output}: {header.frames} frame(s) of {header.width}x{header.height} from {path.stat().st_size} bytes "
@@ -536,19 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
+    def frame_budget(q, what, flag="--max-frame-pixels"):
+        from vistok.limits import DEFAULT_MAX_FRAME_PIXELS
+
+        q.add_argument(flag, type=_budget, default=DEFAULT_MAX_FRAME_PIXELS,
+                       help=f"refuse {what} (memory grows with them; "
+                       f"default {DEFAULT_MAX_FRAME_PIXELS}, Full HD; 0: no limit)")
+
     def pixel_budget(q):
-        from vistok.limits import DEFAULT_MAX_FRAME_PIXELS
-
-        q.add_argument("--max-pixels", type=_budget, default=DEFAULT_MAX_FRAME_PIXELS,
-                       help=f"refuse frames of more pixels than this after --size (memory grows with them; "
-                       f"default {DEFAULT_MAX_FRAME_PIXELS}, Full HD; 0: no limit)")
-
-    def frame_budget(q, what):
-        from vistok.limits import DEFAULT_MAX_FRAME_PIXELS
-
-        q.add_argument("--max-frame-pixels", type=_budget, default=DEFAULT_MAX_FRAME_PIXELS,
-                       help=f"refuse {what} frames of more pixels than this (memory grows with them; "
-                       f"default {DEFAULT_MAX_FRAME_PIXELS}, Full HD; 0: no limit)")
+        frame_budget(q, "frames of more pixels than this after --size", flag="--max-pixels")
 
     def media_opts(q):
         pixel_budget(q)
@@ -580,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="decode even if the tokens came from another model")
     d.add_argument("--max-pixels", type=_budget, default=1 << 28,
                    help="refuse token files that decode to more frames x height x width than this (0: no limit)")
-    frame_budget(d, "token files that decode to")
+    frame_budget(d, "token files that decode to frames of more pixels than this")
     d.set_defaults(func=cmd_decode)
 
     es = sub.add_parser("encode-set", help="tokenize a labelled data set into one token-set .npz (for train-lm)",
@@ -644,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a saved model (or a folder of them) to look for the file's model in (repeatable)")
     x.add_argument("--max-pixels", type=_budget, default=1 << 28,
                    help="refuse files declaring more frames x height x width than this (0: no limit)")
-    frame_budget(x, "files declaring")
+    frame_budget(x, "files declaring frames of more pixels than this")
     x.set_defaults(func=cmd_decompress)
 
     q = sub.add_parser("rd", help="rate-distortion of vistok vs x264 / x265 on clips (table, CSV, JSON, plot)",

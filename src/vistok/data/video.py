@@ -351,11 +351,10 @@ class VideoWriter:
         return self
 
     def write(self, frames) -> None:
-        """Append ``t h w 3`` (or ``h w 3``: one frame) uint8 frames, all of the first frame's size."""
+        """Append ``t h w 3`` (or ``t h w`` grey) uint8 frames, all of the first frame's size."""
         if self._tmp is None:
             raise RuntimeError("VideoWriter.write outside its with-block")
-        arr = np.asarray(frames.detach().cpu().numpy() if hasattr(frames, "detach") else frames)
-        frames = _as_frames(arr[None] if arr.ndim == 3 and arr.shape[-1] in (1, 3) and arr.dtype == np.uint8 else arr)
+        frames = _as_frames(frames)
         size = frames.shape[1:3]
         if self._size is None:
             self._size = size
