@@ -1,5 +1,5 @@
 """``vistok <command>``: train, reconstruct, encode, decode, encode-set, info, shard, demo, compress,
-decompress, rd, eval, weights, train-lm, generate, predict-frames.
+decompress, rd, eval, weights, train-lm, generate, predict-frames, train-classifier, classify.
 
 Bad input ends with one line ``vistok: error: ...`` and exit status 2, never a traceback.
 """
@@ -34,14 +34,14 @@ def _model_label(m: str) -> str:
 _open_bars: list = []  # progress bars to close before an error line, so the error is the last line
 
 
-def _progress(desc: str):
+def _progress(desc: str, unit: str = "frame"):
     from tqdm import tqdm
 
     bar = {"bar": None}
 
     def update(done: int, total: int):
         if bar["bar"] is None:
-            bar["bar"] = tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True, file=sys.stderr)
+            bar["bar"] = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
             _open_bars.append(bar["bar"])
         bar["bar"].n = done
         bar["bar"].refresh()
@@ -400,6 +400,75 @@ def cmd_train_lm(args) -> int:
     return 0
 
 
+def cmd_train_classifier(args) -> int:
+    from vistok.recognize.config import load_classifier_config
+    from vistok.recognize.train import train_classifier
+
+    overrides = list(args.set or [])
+    if args.data is not None:
+        if not Path(args.data).exists():
+            raise VistokError(f"--data {args.data} does not exist")
+        overrides.append(f"data={args.data}")
+    for flag, key in ((args.tokenizer, "tokenizer"), (args.steps, "steps"), (args.pretrain_steps, "pretrain_steps"),
+                      (args.pretrain, "model.pretrain"), (args.inputs, "model.inputs"),
+                      (args.label_fraction, "label_fraction"), (args.seed, "seed")):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
+    cfg = load_classifier_config(args.config, overrides)
+    budget = None if args.minutes is None else args.minutes * 60
+    res = train_classifier(cfg, args.out, resume=args.resume, quiet=args.quiet, time_budget=budget)
+    done = cfg.steps + (cfg.pretrain_steps if cfg.pretraining else 0)
+    status = "" if res.step >= done else f" (time budget reached before step {done})"
+    print(f"trained {res.step} steps{status}; model: {res.model_dir}; metrics: {res.out_dir / 'metrics.jsonl'}")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from vistok.recognize.model import load_recognizer
+    from vistok.recognize.predict import classify, needs_tokenizer, write_predictions_csv, write_report
+
+    model = load_recognizer(args.run)
+    tokenizer = None
+    if needs_tokenizer(model):
+        name = args.tokenizer or _run_tokenizer(args.run)
+        if name is None:
+            raise VistokError(f"{args.run} reads tokens: pass --tokenizer (the one it was trained with)")
+        tokenizer = _load(name)
+    if args.out is not None:
+        check_output_file(args.out, [args.data], what="--out")
+    preds = classify(model, args.data, tokenizer=tokenizer, batch_size=args.batch_size,
+                     progress=_progress("classify", "item"))
+    _close_bars()
+    for path, reason in preds.skipped:
+        print(f"vistok: skipped {path}: {reason}", file=sys.stderr)
+    for i, path in enumerate(preds.paths):
+        print(f"{path}\t{preds.class_names[preds.pred[i]]}\t{preds.confidence[i]:.4f}")
+    if args.out is not None:
+        print(f"wrote {write_predictions_csv(args.out, preds)}", file=sys.stderr)
+    if preds.labels is not None:
+        report_dir = Path(args.report) if args.report else (Path(args.out).parent if args.out else Path("classify-out"))
+        files = write_report(report_dir, preds, title=f"{Path(args.data).name}: ")
+        rep = preds.report()
+        print(f"accuracy {rep['accuracy']:.4f} ({rep['correct']}/{rep['items']})", file=sys.stderr)
+        worst = sorted(((v, k) for k, v in rep["per_class_accuracy"].items() if v is not None))[:3]
+        print("lowest per-class accuracy: " + ", ".join(f"{k} {v:.3f}" for v, k in worst), file=sys.stderr)
+        print("wrote " + ", ".join(str(f) for f in files), file=sys.stderr)
+    return 0
+
+
+def _run_tokenizer(run: str) -> str | None:
+    """The tokenizer a train-classifier run recorded in its train_config.json, if any."""
+    import json
+
+    p = Path(run) / "train_config.json"
+    if not p.is_file():
+        p = Path(run).parent / "train_config.json"
+    try:
+        return json.loads(p.read_text()).get("tokenizer") if p.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def _load_lm_and_tokenizer(args):
     from vistok.generate import load_lm
     from vistok.generate.media import resolve_class
@@ -726,6 +795,41 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--minutes", type=float, help="time budget: stop, checkpoint and export after this long")
     lt.add_argument("--quiet", action="store_true", help="no progress bar")
     lt.set_defaults(func=cmd_train_lm)
+
+    tc = sub.add_parser("train-classifier", help="train a classifier on pixels or tokens, optionally after masked pretraining",
+                        description="Recognition from tokens (docs/recognition.md): a transformer classifier reading "
+                        "pixels (--inputs pixels) or a tokenizer's tokens (--inputs tokens), with optional masked "
+                        "pretraining predicting the tokenizer's tokens (--pretrain tokens) or the pixels (--pretrain "
+                        "pixels) of masked patches before fine-tuning on the labels. Alone or under torchrun.")
+    tc.add_argument("config", help="a classifier preset (tiny, tiny-video, base-video) or a YAML file")
+    tc.add_argument("--data", help="training data: a class-folder tree (one sub-folder per class) or an IDX folder")
+    tc.add_argument("--tokenizer", metavar="MODEL", help="the tokenizer whose tokens are read or predicted: " + MODEL_HELP)
+    tc.add_argument("--out", default="classifier-run", help="run directory (default classifier-run)")
+    tc.add_argument("--inputs", choices=["pixels", "tokens"], help="what the classifier reads (default pixels)")
+    tc.add_argument("--pretrain", choices=["none", "tokens", "pixels"],
+                    help="masked pretraining target before fine-tuning (default none)")
+    tc.add_argument("--steps", type=_at_least_one, help="fine-tuning steps (overrides the config)")
+    tc.add_argument("--pretrain-steps", type=_int_at_least(0, "0 or more"), help="pretraining steps (overrides the config)")
+    tc.add_argument("--label-fraction", type=float, help="share of the labels fine-tuning may use, per class (default 1)")
+    tc.add_argument("--seed", type=_int_at_least(0, "0 or more"), help="random seed (default 0)")
+    tc.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    tc.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a config value, e.g. model.dim=256, size=64, init_from=RUN/pretrained (repeatable)")
+    tc.add_argument("--minutes", type=float, help="time budget: stop, checkpoint and export after this long")
+    tc.add_argument("--quiet", action="store_true", help="no progress bar")
+    tc.set_defaults(func=cmd_train_classifier)
+
+    cl = sub.add_parser("classify", help="classify images or clips with a train-classifier run",
+                        description="Print `path<TAB>label<TAB>confidence` for every item of DATA. When DATA is a "
+                        "class-folder tree or an IDX folder (its test split), also report the accuracy and write "
+                        "confusion.png and confusion.json.")
+    cl.add_argument("run", metavar="RUN", help="a train-classifier run folder (or its model/)")
+    cl.add_argument("data", metavar="DATA", help="a file, a folder of files, a class-folder tree or an IDX folder")
+    cl.add_argument("--out", help="also write the predictions to this CSV file")
+    cl.add_argument("--report", help="folder for confusion.png / confusion.json (default: beside --out, else classify-out)")
+    cl.add_argument("--tokenizer", metavar="MODEL", help="for a token-input classifier: its tokenizer (default: the run's)")
+    cl.add_argument("--batch-size", type=_at_least_one, default=256, help="items per forward pass (default 256)")
+    cl.set_defaults(func=cmd_classify)
 
     def sampling_opts(q):
         q.add_argument("lm_model", metavar="LM_MODEL", help="a language model saved by train-lm (its run or model/ folder)")

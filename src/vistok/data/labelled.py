@@ -101,14 +101,23 @@ def open_labelled(root: str | Path, *, size: int, frames: int = 1, split: str = 
 
 def iter_labelled_batches(source: LabelledSource, batch_size: int = 64) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(video (b 3 t size size) in [-1, 1], labels (b,) int64)`` in index order."""
+    for video, labels, _ in iter_labelled_items(source, batch_size):
+        yield video, labels
+
+
+def iter_labelled_items(source: LabelledSource, batch_size: int = 64) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    """``(video (b 3 t size size) in [-1, 1], labels (b,) int64, names)`` in index order; ``names``
+    are the items' file paths (``root:split[i]`` for an IDX folder). A file whose header probed
+    fine over damaged data is skipped with a warning and recorded in ``source.skipped``."""
     if batch_size < 1:
         raise VistokError(f"batch_size must be >= 1; got {batch_size}")
     for start in range(0, source.items, batch_size):
         stop = min(start + batch_size, source.items)
         if source._idx is not None:
-            yield source._idx.batch(range(start, stop))
+            video, labels = source._idx.batch(range(start, stop))
+            yield video, labels, [source._idx.entries[i].path for i in range(start, stop)]
             continue
-        clips, labels = [], []
+        clips, labels, names = [], [], []
         for path, label, kind, total in source._files[start:stop]:
             try:
                 video, _ = make_clip(
@@ -120,5 +129,6 @@ def iter_labelled_batches(source: LabelledSource, batch_size: int = 64) -> Itera
                 continue
             clips.append(video)
             labels.append(label)
+            names.append(str(path))
         if clips:
-            yield torch.stack(clips), torch.tensor(labels, dtype=torch.int64)
+            yield torch.stack(clips), torch.tensor(labels, dtype=torch.int64), names

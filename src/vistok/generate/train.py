@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from vistok.configuration import Config, apply_overrides, from_dict, load_named
@@ -30,6 +29,7 @@ from vistok.generate.tokens import factorized_cross_entropy
 from vistok.tokenizers.registry import load_tokenizer
 from vistok.train.distributed import wrap_model
 from vistok.train.logging import read_metrics
+from vistok.train.seeds import epoch_seed, step_seed
 from vistok.train.loop import LoopResult, OptimConfig, TrainingDiverged, TrainLoop, check_loop_settings
 from vistok.pictures import save_loss_plot, save_picture, tile
 
@@ -129,21 +129,6 @@ def model_config_for(cfg: LMTrainConfig, data: TokenSet) -> LMConfig:
     elif any(g > m for g, m in zip(data.grid, mc.max_grid)):
         raise VistokError(f"the token grids {data.grid} exceed model.max_grid {mc.max_grid}")
     return mc.replace(**fill)
-
-
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed that is a hash of ``keys`` (non-negative integers)."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of epoch ``epoch``'s item order (the same on every rank)."""
-    return derive_seed(seed, 0, epoch)
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """Seed of the masks and class dropout of one step on one rank."""
-    return derive_seed(seed, 1, step, rank)
 
 
 class LMTrainer(TrainLoop):

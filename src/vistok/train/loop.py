@@ -181,8 +181,13 @@ class TrainLoop:
 
     # -- shared pieces of a step ----------------------------------------------------------------------
 
+    @property
+    def total_steps(self) -> int:
+        """Steps the run takes in all (``cfg.steps``; a trainer with phases adds them up)."""
+        return self.cfg.steps
+
     def lr(self) -> float:
-        return lr_at(self.step, self.cfg.optim, self.cfg.steps)
+        return lr_at(self.step, self.cfg.optim, self.total_steps)
 
     def set_lr(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
         for g in optimizer.param_groups:
@@ -283,18 +288,18 @@ class TrainLoop:
         time_budget: float | None = None,
         on_step: Callable[[int, dict], None] | None = None,
     ) -> LoopResult:
-        """Train until ``cfg.steps``.
+        """Train until :attr:`total_steps`.
 
         ``stop_after``: stop after that many steps in this call without exporting (a simulated kill,
         for tests). ``time_budget``: seconds; once exceeded (after at least one step) the run
-        checkpoints, draws its pictures and exports the model as it is (``result.step < cfg.steps``).
+        checkpoints, draws its pictures and exports the model as it is (``result.step < self.total_steps``).
         """
         cfg, info = self.cfg, self.info
         log = MetricsLog(self.out / "metrics.jsonl", resume_step=self.step if self.resume else None) if info.is_main else None
-        progress = Progress(cfg.steps, self.step, enabled=info.is_main and not self.quiet, desc=self.progress_desc)
+        progress = Progress(self.total_steps, self.step, enabled=info.is_main and not self.quiet, desc=self.progress_desc)
         t0, done, window, last = time.time(), 0, {}, {}
         try:
-            while self.step < cfg.steps and (stop_after is None or done < stop_after):
+            while self.step < self.total_steps and (stop_after is None or done < stop_after):
                 if time_budget is not None and done and any_rank(time.time() - t0 > time_budget, info.device):
                     self.out_of_time = True
                     break
@@ -308,17 +313,17 @@ class TrainLoop:
                 progress.update({k: stats.get(k, float("nan")) for k in self.progress_keys})
                 if on_step:
                     on_step(self.step, stats)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     last = {k: sum(v) / len(v) for k, v in window.items()}
                     last.update(self.window_metrics())
                     last["steps_per_s"] = done / max(time.time() - t0, 1e-9)
                     if log:
                         log.write(self.step, last)
                     window = {}
-                if self.step % self.picture_every == 0 or self.step == cfg.steps:
+                if self.step % self.picture_every == 0 or self.step == self.total_steps:
                     if info.is_main:
                         self.save_pictures()
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                if self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps:
                     self.save_checkpoint()
         finally:
             progress.close()
@@ -327,7 +332,7 @@ class TrainLoop:
                 self.save_checkpoint()
             if info.is_main:
                 self.save_pictures()
-        finished = self.step >= cfg.steps or self.out_of_time
+        finished = self.step >= self.total_steps or self.out_of_time
         model_dir = self.export() if finished else self.out / "model"
         return LoopResult(out_dir=self.out, step=self.step, model_dir=model_dir, last_metrics=last)
 
