@@ -102,14 +102,7 @@ def cmd_train(args) -> int:
     from vistok.train.config import load_train_config
     from vistok.train.trainer import train
 
-    overrides = list(args.set or [])
-    if args.data is not None:
-        overrides.append(f"data.path={args.data}")
-    if args.steps is not None:
-        overrides.append(f"steps={args.steps}")
-    cfg = load_train_config(args.config, overrides)
-    if args.data is not None and not Path(args.data).exists():
-        raise VistokError(f"--data {args.data} does not exist")
+    cfg = load_train_config(args.config, _flag_overrides(args, {"data.path": args.data, "steps": args.steps}))
     res = train(cfg, args.out, resume=args.resume, quiet=args.quiet)
     print(f"trained {res.step} steps; model: {res.model_dir}; metrics: {res.out_dir / 'metrics.jsonl'}")
     return 0
@@ -380,18 +373,18 @@ def cmd_rd(args) -> int:
     return 0
 
 
+def _flag_overrides(args, flags: dict[str, object]) -> list[str]:
+    """``--set`` values, then ``key=value`` for each flag given (``flags``: config key -> value or
+    None); ``--data`` must exist."""
+    if getattr(args, "data", None) is not None and not Path(args.data).exists():
+        raise VistokError(f"--data {args.data} does not exist")
+    return list(args.set or []) + [f"{k}={v}" for k, v in flags.items() if v is not None]
+
+
 def cmd_train_lm(args) -> int:
     from vistok.generate.train import load_lm_train_config, train_lm
 
-    overrides = list(args.set or [])
-    if args.data is not None:
-        if not Path(args.data).exists():
-            raise VistokError(f"--data {args.data} does not exist")
-        overrides.append(f"data={args.data}")
-    if args.tokenizer is not None:
-        overrides.append(f"tokenizer={args.tokenizer}")
-    if args.steps is not None:
-        overrides.append(f"steps={args.steps}")
+    overrides = _flag_overrides(args, {"data": args.data, "tokenizer": args.tokenizer, "steps": args.steps})
     cfg = load_lm_train_config(args.config, overrides)
     budget = None if args.minutes is None else args.minutes * 60
     res = train_lm(cfg, args.out, resume=args.resume, quiet=args.quiet, time_budget=budget)
@@ -404,16 +397,10 @@ def cmd_train_classifier(args) -> int:
     from vistok.recognize.config import load_classifier_config
     from vistok.recognize.train import train_classifier
 
-    overrides = list(args.set or [])
-    if args.data is not None:
-        if not Path(args.data).exists():
-            raise VistokError(f"--data {args.data} does not exist")
-        overrides.append(f"data={args.data}")
-    for flag, key in ((args.tokenizer, "tokenizer"), (args.steps, "steps"), (args.pretrain_steps, "pretrain_steps"),
-                      (args.pretrain, "model.pretrain"), (args.inputs, "model.inputs"),
-                      (args.label_fraction, "label_fraction"), (args.seed, "seed")):
-        if flag is not None:
-            overrides.append(f"{key}={flag}")
+    overrides = _flag_overrides(args, {
+        "data": args.data, "tokenizer": args.tokenizer, "steps": args.steps, "pretrain_steps": args.pretrain_steps,
+        "model.pretrain": args.pretrain, "model.inputs": args.inputs, "label_fraction": args.label_fraction,
+        "seed": args.seed})
     cfg = load_classifier_config(args.config, overrides)
     budget = None if args.minutes is None else args.minutes * 60
     res = train_classifier(cfg, args.out, resume=args.resume, quiet=args.quiet, time_budget=budget)

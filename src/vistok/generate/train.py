@@ -187,17 +187,6 @@ class LMTrainer(TrainLoop):
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.batch(self.step)
 
-    # -- state ------------------------------------------------------------------------------------
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"model_config": self.model_config.to_dict()}
-
-    def check_resume(self, state: dict[str, Any]) -> None:
-        saved, now = state.get("model_config"), self.model_config.to_dict()
-        if saved != now:
-            diff = sorted(k for k in now if (saved or {}).get(k) != now.get(k))
-            raise VistokError(f"cannot resume: the model config differs from the checkpoint's in {diff}")
-
     # -- one step ---------------------------------------------------------------------------------
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor | None]) -> dict[str, float]:

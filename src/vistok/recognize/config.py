@@ -100,6 +100,14 @@ class RecognizerConfig(Config):
                 raise VistokError(f"max_grid must be three positive sizes (t', h', w'), got {self.max_grid}")
             self.max_grid = tuple(int(g) for g in self.max_grid)
 
+    def grid_of(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """The ``(t', h', w')`` patch grid of clips of this geometry (the tokenizer's grid when
+        ``patch`` and ``tubelet`` are its factors)."""
+        if (frames - 1) % self.tubelet or height % self.patch or width % self.patch:
+            raise VistokError(f"clips of {frames} x {height} x {width} do not tile into patches: frames must be 1 + "
+                              f"{self.tubelet}k and sides multiples of {self.patch}")
+        return (1 + (frames - 1) // self.tubelet, height // self.patch, width // self.patch)
+
     @property
     def needs_tokens(self) -> bool:
         """Whether the model reads or predicts a tokenizer's tokens."""

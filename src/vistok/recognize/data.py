@@ -56,9 +56,6 @@ class RecognitionSet:
         """Items as float clips in [-1, 1]."""
         return self.pixels[items].float().div(127.5).sub(1.0)
 
-    def class_counts(self) -> list[int]:
-        return torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
-
 
 def to_uint8(video: torch.Tensor) -> torch.Tensor:
     return video.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
@@ -90,9 +87,17 @@ def _per_class_limit(source: LabelledSource, limit: int) -> None:
     source.items = len(kept)
 
 
-def check_classes(class_names: list[str], labels: torch.Tensor, root: str | Path) -> None:
-    """Refuse an empty class or a set with fewer than two classes, naming them."""
-    if len(class_names) < 2:
+@torch.no_grad()
+def encode_tokens(tokenizer: Tokenizer, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """``(n c t s s)`` uint8 clips -> ``(n t' h' w')`` int64 tokens, in batches."""
+    dtype = next(tokenizer.parameters()).dtype
+    return torch.cat([tokenizer.encode(pixels[i : i + batch_size].float().div(127.5).sub(1.0).to(dtype)).cpu().long()
+                      for i in range(0, len(pixels), batch_size)])
+
+
+def check_classes(class_names: list[str], labels: torch.Tensor, root: str | Path, *, min_classes: int = 2) -> None:
+    """Refuse an empty class, or fewer than ``min_classes`` classes (a classifier needs two), naming them."""
+    if len(class_names) < min_classes:
         raise VistokError(f"{root} has {len(class_names)} class(es) ({', '.join(class_names) or 'none'}); "
                           "a classifier needs at least two")
     counts = torch.bincount(labels, minlength=len(class_names)).tolist()
@@ -120,7 +125,7 @@ def load_recognition_set(
     root = Path(root)
     if not root.exists():
         raise VistokError(f"{root} does not exist")
-    source = open_labelled(root, size=size, frames=frames, split=split, limit=limit if not _is_tree(root) else None)
+    source = open_labelled(root, size=size, frames=frames, split=split, limit=limit if is_idx_folder(root) else None)
     if limit is not None and source._files is not None:
         _per_class_limit(source, limit)
     tok_id = tokenizer.model_id() if tokenizer is not None else None
@@ -148,8 +153,7 @@ def load_recognition_set(
             labels.append(lab)
             paths.extend(names)
             if tokenizer is not None:
-                dtype = next(tokenizer.parameters()).dtype
-                tokens.append(tokenizer.encode(pixels[-1].float().div(127.5).sub(1.0).to(dtype)).cpu().long())
+                tokens.append(encode_tokens(tokenizer, pixels[-1], batch_size))
             done += len(lab)
             if progress is not None:
                 progress(done, source.items)
@@ -162,10 +166,6 @@ def load_recognition_set(
     if cache is not None:
         _write_cache(cache, out)
     return out
-
-
-def _is_tree(root: Path) -> bool:
-    return not is_idx_folder(root)
 
 
 def _write_cache(path: Path, s: RecognitionSet) -> None:

@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from vistok.errors import VistokError
 from vistok.generate.tokens import FactorizedEmbedding, FactorizedHead, factorized_cross_entropy
 from vistok.generate.transformer import GridPositions, Transformer
-from vistok.pretrained import Pretrained, read_config_json, resolve_run_dir
+from vistok.pretrained import Pretrained
 from vistok.recognize.config import RecognizerConfig
 
 MODEL_TYPE = "vistok-recognizer"
@@ -75,11 +74,7 @@ class Recognizer(Pretrained, nn.Module):
     # -- geometry -----------------------------------------------------------------------------------
 
     def grid_of(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
-        c = self.config
-        if (frames - 1) % c.tubelet or height % c.patch or width % c.patch:
-            raise VistokError(f"clips of {frames} x {height} x {width} do not tile into patches: frames must be 1 + "
-                              f"{c.tubelet}k and sides multiples of {c.patch}")
-        return (1 + (frames - 1) // c.tubelet, height // c.patch, width // c.patch)
+        return self.config.grid_of(frames, height, width)
 
     def patchify(self, video: Tensor) -> tuple[Tensor, Tensor | None]:
         """``(b c t h w)`` -> first-frame patches ``(b h'w' c p p)`` and later tubelets
@@ -105,8 +100,8 @@ class Recognizer(Pretrained, nn.Module):
             grid = tuple(int(g) for g in x.shape[1:])
             h = self.token_embed(rearrange(x, "b t h w -> b (t h w)"))
         else:
-            grid = self.grid_of(*x.shape[2:]) if x.ndim == 5 else (0, 0, 0)
             first, rest = self.patchify(x)
+            grid = self.grid_of(*x.shape[2:])
             if rest is not None and self.embed_rest is None:
                 raise VistokError(f"this model was built for single frames; got clips of {x.shape[2]} frames")
             h = self.embed_first(first)
@@ -214,11 +209,6 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-
-
-def read_recognizer_config(path: str | Path) -> RecognizerConfig:
-    d = resolve_run_dir(path, Recognizer.saved_what)
-    return Recognizer.config_from_meta(read_config_json(d), d)
 
 
 def load_recognizer(path: str | Path, *, map_location: str = "cpu") -> Recognizer:

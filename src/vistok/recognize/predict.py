@@ -22,7 +22,7 @@ from vistok.data.idx import is_idx_folder
 from vistok.data.images import IMAGE_EXTENSIONS, probe_image
 from vistok.data.video import VIDEO_EXTENSIONS, probe_video
 from vistok.errors import VistokError
-from vistok.recognize.data import RecognitionSet, check_classes, load_recognition_set, to_uint8
+from vistok.recognize.data import RecognitionSet, check_classes, encode_tokens, load_recognition_set, to_uint8
 from vistok.recognize.model import Recognizer
 from vistok.tokenizers.base import Tokenizer
 
@@ -131,12 +131,7 @@ def _unlabelled_set(files: list[Path], model: Recognizer, tokenizer: Tokenizer |
         detail = f": {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         raise VistokError(f"nothing to classify{detail}")
     px = torch.stack(pixels)
-    tokens = None
-    if tokenizer is not None and needs_tokenizer(model):
-        with torch.no_grad():
-            dtype = next(tokenizer.parameters()).dtype
-            tokens = torch.cat([tokenizer.encode(px[i : i + 64].float().div(127.5).sub(1).to(dtype)).long()
-                                for i in range(0, len(px), 64)])
+    tokens = encode_tokens(tokenizer, px) if tokenizer is not None and needs_tokenizer(model) else None
     labels = torch.full((len(px),), -1, dtype=torch.int64)
     return RecognitionSet(px, labels, tokens, model.config.class_names, paths), skipped
 
@@ -160,10 +155,7 @@ def classify(model: Recognizer, data: str | Path, *, tokenizer: Tokenizer | None
             raise VistokError(f"{root} has class folder(s) the model does not know: {', '.join(map(repr, unknown[:5]))} "
                               f"(its classes: {', '.join(c.class_names)})")
         if not is_idx_folder(root):
-            counts = ds.class_counts()
-            empty = [n for n, k in zip(ds.class_names, counts) if k == 0]
-            if empty:
-                raise VistokError(f"{root}: class folder(s) {', '.join(map(repr, empty))} hold no usable media")
+            check_classes(ds.class_names, ds.labels, root, min_classes=1)
         remap = torch.tensor([c.class_names.index(n) for n in ds.class_names])
         labels = remap[ds.labels].numpy()
         skipped: list = []
@@ -187,7 +179,8 @@ def write_predictions_csv(path: str | Path, p: Predictions) -> Path:
         if p.labels is not None:
             row.append(_csv(p.class_names[p.labels[i]]))
         lines.append(",".join(row))
-    return atomic_write_text(Path(path), "\n".join(lines) + "\n") or Path(path)
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    return Path(path)
 
 
 def _csv(s: str) -> str:

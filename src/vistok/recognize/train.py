@@ -51,18 +51,19 @@ class ClassifierTrainer(TrainLoop):
         self.tokenizer = None
         if wanted.needs_tokens:
             self.tokenizer = load_tokenizer(cfg.tokenizer, map_location="cpu")
-        bar = _encode_progress(not self.quiet and info.is_main)
-        try:
+        with tqdm(desc="read data", unit="item", leave=False, disable=self.quiet or not info.is_main) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total, bar.n = total, done
+                bar.refresh()
+
             self.data: RecognitionSet = load_recognition_set(
                 cfg.data, size=cfg.size, frames=cfg.frames, split="train", limit=cfg.limit, tokenizer=self.tokenizer,
-                cache_dir=cfg.cache_dir, progress=bar.update if bar else None)
-        finally:
-            if bar:
-                bar.close()
+                cache_dir=cfg.cache_dir, progress=progress)
         self.model_config = self.fill_model_config(wanted)
+        self.pretrain_steps = cfg.pretrain_steps if cfg.pretraining else 0
         self.labelled = label_subset(self.data.labels, cfg.label_fraction, derive_seed(cfg.seed, 2))
         global_batch = cfg.batch_size * info.world_size
-        pools = [len(self.labelled)] + ([len(self.data)] if cfg.pretraining else [])
+        pools = [len(self.labelled)] + ([len(self.data)] if self.pretrain_steps else [])
         if min(pools) < global_batch:
             raise VistokError(f"{min(pools)} training items are fewer than one batch of {global_batch}; lower batch_size")
         torch.manual_seed(cfg.seed)
@@ -72,7 +73,7 @@ class ClassifierTrainer(TrainLoop):
         self.module = self.recognizer
         self.model = wrap_model(self.recognizer, info, "ddp")
         self.optimizers = {"finetune": self._adamw(cfg.optim)}
-        if cfg.pretraining:
+        if self.pretrain_steps:
             self.optimizers["pretrain"] = self._adamw(cfg.pretrain_optim)
         self._perm: tuple[tuple[str, int], torch.Tensor] | None = None
 
@@ -80,9 +81,7 @@ class ClassifierTrainer(TrainLoop):
         cfg, data = self.cfg, self.data
         fill: dict[str, Any] = dict(num_classes=len(data.class_names), class_names=data.class_names,
                                     frames=data.frames, size=data.size)
-        probe = Recognizer.__new__(Recognizer)  # grid arithmetic only
-        probe.config = wanted
-        fill["max_grid"] = Recognizer.grid_of(probe, data.frames, data.size, data.size)
+        fill["max_grid"] = wanted.grid_of(data.frames, data.size, data.size)
         if self.tokenizer is not None:
             tc, sc = self.tokenizer.temporal_compression, self.tokenizer.spatial_compression
             if (wanted.patch, wanted.tubelet) != (sc, tc):
@@ -100,10 +99,6 @@ class ClassifierTrainer(TrainLoop):
                                   {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=o.betas)
 
     # -- phases -------------------------------------------------------------------------------------
-
-    @property
-    def pretrain_steps(self) -> int:
-        return self.cfg.pretrain_steps if self.cfg.pretraining else 0
 
     @property
     def total_steps(self) -> int:
@@ -141,17 +136,6 @@ class ClassifierTrainer(TrainLoop):
 
     def next_batch(self) -> tuple[str, torch.Tensor]:
         return self.batch(self.step)
-
-    # -- state --------------------------------------------------------------------------------------
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"model_config": self.model_config.to_dict()}
-
-    def check_resume(self, state: dict[str, Any]) -> None:
-        saved, now = state.get("model_config"), self.model_config.to_dict()
-        if saved != now:
-            diff = sorted(k for k in now if (saved or {}).get(k) != now.get(k))
-            raise VistokError(f"cannot resume: the model config differs from the checkpoint's in {diff}")
 
     # -- one step -----------------------------------------------------------------------------------
 
@@ -200,25 +184,6 @@ class ClassifierTrainer(TrainLoop):
                       "train_items": len(self.data), "labelled_items": len(self.labelled)}
             atomic_write_text(self.out / "run_summary.json", json.dumps({**counts, "config": to_dict(self.cfg)}, indent=2) + "\n")
         return d
-
-
-def _encode_progress(enabled: bool):
-    if not enabled:
-        return None
-    return _Bar(tqdm(desc="read data", unit="item", leave=False))
-
-
-class _Bar:
-    def __init__(self, bar):
-        self.bar = bar
-
-    def update(self, done: int, total: int) -> None:
-        self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def train_classifier(cfg: ClassifierTrainConfig, out_dir: str | Path, *, resume: bool = False, quiet: bool = False,

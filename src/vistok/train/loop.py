@@ -115,6 +115,9 @@ class TrainLoop:
     module: nn.Module
     model: nn.Module
     optimizers: dict[str, torch.optim.Optimizer]
+    #: the built model's config, when a trainer fills it in from the data (saved in checkpoints,
+    #: and a resume whose data gives another one is refused)
+    model_config: Config | None = None
 
     def __init__(self, cfg: Any, out_dir: str | Path, *, resume: bool = False, quiet: bool = False):
         self.cfg, self.out, self.resume, self.quiet = cfg, Path(out_dir), resume, quiet
@@ -157,15 +160,23 @@ class TrainLoop:
         raise NotImplementedError
 
     def extra_state(self) -> dict[str, Any]:
-        """More checkpoint entries (tensors and plain containers only)."""
-        return {}
+        """More checkpoint entries (tensors and plain containers only); the base records
+        ``model_config``."""
+        return {"model_config": self.model_config.to_dict()} if self.model_config is not None else {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
     def check_resume(self, state: dict) -> None:
         """Raise :class:`VistokError` when the checkpoint (its ``config`` and extra state) cannot
-        continue as this run; called before anything is loaded."""
+        continue as this run; called before anything is loaded. The base refuses a ``model_config``
+        other than the checkpoint's, naming the fields that differ."""
+        if self.model_config is None:
+            return
+        saved, now = state.get("model_config") or {}, self.model_config.to_dict()
+        if saved != now:
+            diff = sorted(k for k in now if saved.get(k) != now.get(k))
+            raise VistokError(f"cannot resume: the model config differs from the checkpoint's in {diff}")
 
     def window_metrics(self) -> dict[str, float]:
         """Extra metrics over the last logging window (e.g. codebook usage)."""
