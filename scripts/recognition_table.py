@@ -4,7 +4,9 @@ For each seed: pixels from scratch, token inputs, token-target pretraining then 
 pixel-target pretraining then fine-tuning, each fine-tuned with 100 % and with 10 % of the labels
 (per class); the two pretrainings run once per seed and serve both fine-tunings (``init_from``).
 Every model has the same encoder, the same fine-tuning steps and the same batch; the two
-pretrainings have the same steps. Test accuracy, per-class accuracy and parameter counts go to
+pretrainings have the same steps. ``--methods ...,i3d`` adds the external baseline for clips: Kinetics-400
+I3D's pooled features (``vistok weights install i3d-k400``) read by a linear probe fitted on the
+same labelled items, its penalty chosen by cross-validation on them (:mod:`vistok.recognize.probe`). Test accuracy, per-class accuracy and parameter counts go to
 ``OUT/results.json``; ``OUT/table.md`` is the Markdown table (mean +- std over seeds).
 
     python scripts/recognition_table.py --name fashion-mnist --train FM --test FM --size 32 --limit 10000 \\
@@ -23,16 +25,22 @@ from pathlib import Path
 from vistok.recognize.config import load_classifier_config
 from vistok.recognize.data import load_recognition_set
 from vistok.recognize.model import load_recognizer
+from vistok.metrics.i3d import load_i3d
+from vistok.metrics.store import require_weights
+from vistok.recognize.data import label_subset
 from vistok.recognize.predict import Predictions, predict_set
+from vistok.recognize.probe import choose_weight_decay, fit_linear_probe, i3d_clip_features
 from vistok.recognize.train import PRETRAINED_DIR, train_classifier
 from vistok.tokenizers.registry import load_tokenizer
+from vistok.train.seeds import derive_seed
 
 METHODS = {
-    "pixels, from scratch": dict(inputs="pixels", pretrain="none"),
-    "token inputs": dict(inputs="tokens", pretrain="none"),
-    "token targets, then fine-tune": dict(inputs="pixels", pretrain="tokens"),
-    "pixel targets, then fine-tune": dict(inputs="pixels", pretrain="pixels"),
+    "pixels, from scratch": dict(inputs="pixels", pretrain="none", key="scratch"),
+    "token inputs": dict(inputs="tokens", pretrain="none", key="token-inputs"),
+    "token targets, then fine-tune": dict(inputs="pixels", pretrain="tokens", key="token-targets"),
+    "pixel targets, then fine-tune": dict(inputs="pixels", pretrain="pixels", key="pixel-targets"),
 }
+I3D_PROBE = "I3D features, linear probe"
 
 
 def main() -> None:
@@ -54,12 +62,19 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--cache-dir")
+    p.add_argument("--methods", default=",".join(m["key"] for m in METHODS.values()),
+                   help="comma list of " + ", ".join(m["key"] for m in METHODS.values()) + " and i3d (the I3D "
+                        "linear probe, clips of 9+ frames)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in a.seeds.split(",")]
     low_seeds = [int(s) for s in (a.low_label_seeds or a.seeds).split(",")]
     fractions = [float(f) for f in a.fractions.split(",")]
+    keys = set(a.methods.split(","))
+    unknown = keys - {m["key"] for m in METHODS.values()} - {"i3d"}
+    if unknown:
+        p.error(f"unknown method(s) {', '.join(sorted(unknown))}")
     tok = load_tokenizer(a.tokenizer)
     common = [f"size={a.size}", f"frames={a.frames}", f"batch_size={a.batch_size}", f"steps={a.steps}",
               f"tokenizer={a.tokenizer}", f"data={a.train}", "log_every=50", "checkpoint_every=100000",
@@ -78,7 +93,7 @@ def main() -> None:
             for frac in fractions:
                 if (frac < 1.0 and seed not in low_seeds) or (frac >= 1.0 and seed not in seeds):
                     continue
-                if (method, frac, seed) in done:
+                if (method, frac, seed) in done or m["key"] not in keys:
                     continue
                 run = a.out / f"{m['inputs']}-{m['pretrain']}-f{frac:g}-s{seed}"
                 sets = common + [f"model.inputs={m['inputs']}", f"seed={seed}", f"label_fraction={frac}"]
@@ -108,8 +123,61 @@ def main() -> None:
                 results.append(row)
                 results_path.write_text(json.dumps(results, indent=1) + "\n")
                 print(f"{a.name} | {method} | {frac:.0%} | seed {seed} | {pr.accuracy:.4f} | {seconds:.0f} s", file=sys.stderr)
+    if "i3d" in keys:
+        i3d_rows(a, tok, test, seeds, low_seeds, fractions, results, results_path)
     (a.out / "table.md").write_text(table(results, a, len(test)))
     print(table(results, a, len(test)))
+
+
+def cached_i3d_features(a, data, name: str):
+    """I3D features of ``data``, kept in ``OUT/i3d-NAME.pt`` with the item paths they belong to."""
+    import torch
+
+    path = a.out / f"i3d-{name}.pt"
+    if path.is_file():
+        saved = torch.load(path)
+        if saved["paths"] == data.paths:
+            return saved["features"]
+    i3d = load_i3d(require_weights("i3d-k400"))
+    done, t0 = 0, time.time()
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        print(f"\ri3d {name}: {done}/{len(data)} clips, {time.time() - t0:.0f} s", end="", file=sys.stderr)
+
+    features = i3d_clip_features(i3d, data, progress=progress)
+    print(file=sys.stderr)
+    torch.save({"paths": data.paths, "features": features}, path)
+    return features
+
+
+def i3d_rows(a, tok, test, seeds, low_seeds, fractions, results, results_path) -> None:
+    train = load_recognition_set(a.train, size=a.size, frames=a.frames, split="train", limit=a.limit, tokenizer=tok,
+                                 cache_dir=a.cache_dir)
+    fx, tx = cached_i3d_features(a, train, "train"), cached_i3d_features(a, test, "test")
+    done = {(r["method"], r["fraction"], r["seed"]) for r in results}
+    for seed in seeds + [s for s in low_seeds if s not in seeds]:
+        for frac in fractions:
+            if (frac < 1.0 and seed not in low_seeds) or (frac >= 1.0 and seed not in seeds):
+                continue
+            if (I3D_PROBE, frac, seed) in done:
+                continue
+            t0 = time.time()
+            items = label_subset(train.labels, frac, derive_seed(seed, 2))  # the trainer's labelled items
+            x, y = fx[items], train.labels[items]
+            classes = len(train.class_names)
+            wd = choose_weight_decay(x, y, classes, seed=seed)
+            probe = fit_linear_probe(x, y, classes, wd)
+            pred, conf = probe.predict(tx)
+            pr = Predictions(test.paths, pred, conf, train.class_names, test.labels.numpy())
+            row = {"method": I3D_PROBE, "fraction": frac, "seed": seed, "accuracy": pr.accuracy,
+                   "per_class": pr.per_class_accuracy(), "parameters": probe.weight.numel() + probe.bias.numel(),
+                   "encoder_parameters": 0, "weight_decay": wd, "finetune_seconds": round(time.time() - t0, 1)}
+            results.append(row)
+            results_path.write_text(json.dumps(results, indent=1) + "\n")
+            print(f"{a.name} | {I3D_PROBE} | {frac:.0%} | seed {seed} | {pr.accuracy:.4f} | weight decay {wd:g}",
+                  file=sys.stderr)
 
 
 def table(results: list[dict], a, test_items: int) -> str:
@@ -118,7 +186,7 @@ def table(results: list[dict], a, test_items: int) -> str:
              f"pretraining {a.pretrain_steps} steps, batch {a.batch_size}", "",
              "| method | " + " | ".join(f"top-1, {f:.0%} labels" for f in fracs) + " | parameters |",
              "|---|" + "---:|" * (len(fracs) + 1)]
-    for method in METHODS:
+    for method in [m for m in [*METHODS, I3D_PROBE] if any(r["method"] == m for r in results)]:
         cells = []
         for f in fracs:
             accs = [r["accuracy"] for r in results if r["method"] == method and r["fraction"] == f]
@@ -129,14 +197,15 @@ def table(results: list[dict], a, test_items: int) -> str:
             else:
                 cells.append(f"{100 * statistics.mean(accs):.1f} ± {100 * statistics.stdev(accs):.1f} ({len(accs)} seeds)")
         params = next((r["parameters"] for r in results if r["method"] == method), 0)
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {params / 1e6:.2f} M |")
+        size = f"{params / 1e3:.1f} k on frozen I3D (12.3 M)" if method == I3D_PROBE else f"{params / 1e6:.2f} M"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {size} |")
     # per-class accuracy at full labels, mean over seeds
     full = [r for r in results if r["fraction"] == max(fracs)]
     if full:
         names = list(full[0]["per_class"])
         lines += ["", f"Per-class top-1 (%) at {max(fracs):.0%} labels, mean over seeds:", "",
                   "| method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-        for method in METHODS:
+        for method in [*METHODS, I3D_PROBE]:
             rs = [r for r in full if r["method"] == method]
             if rs:
                 vals = [statistics.mean(r["per_class"][n] for r in rs if r["per_class"][n] is not None) for n in names]

@@ -112,6 +112,16 @@ def test_i3d_output_shape(random_i3d, shape):
         assert torch.equal(random_i3d.features(torch.zeros(shape)), random_i3d(torch.zeros(shape)))
 
 
+def test_i3d_pooled_features_give_the_logits(random_i3d):
+    """The probe's 1024 features are what the head reads: its 1x1x1 conv of them is the output."""
+    x = torch.rand(2, 3, 12, 40, 56) * 2 - 1
+    with torch.no_grad():
+        pooled = random_i3d.pooled_features(x)
+        logits = random_i3d.logits(pooled[:, :, None, None, None]).flatten(1)
+        assert pooled.shape == (2, 1024)
+        torch.testing.assert_close(logits, random_i3d(x), rtol=1e-5, atol=1e-5)
+
+
 def test_i3d_rejects_bad_input(random_i3d):
     with pytest.raises(VistokError, match=r"\(b, 3, t, h, w\)"):
         random_i3d(torch.zeros(1, 16, 32, 32, 3))

@@ -188,3 +188,58 @@ def test_motion_clips_move_as_their_names_say():
     assert max(abs(seen["static"]["dx"]), abs(seen["static"]["dy"]), abs(seen["static"]["spread"] - 1)) < 1e-6
     with pytest.raises(VistokError):
         motion_clip(photo, "dolly", frames=5, size=64, rng=np.random.default_rng(0))
+
+
+def test_linear_probe_is_the_exact_minimiser():
+    """L-BFGS stops where the gradient of the strictly convex objective vanishes, and a separable
+    set is classified correctly; the same call twice gives the same probe."""
+    from vistok.recognize.probe import fit_linear_probe, probe_objective
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % 3
+    x = torch.randn(60, 7, generator=g) * 0.3 + torch.nn.functional.one_hot(y, 7).float() * 2 + 5
+    p = fit_linear_probe(x, y, 3, 1e-2)
+    w = p.weight.clone().requires_grad_(True)
+    b = p.bias.clone().requires_grad_(True)
+    probe_objective(w, b, (x.double() - p.mean) / p.std, y, 1e-2).backward()
+    assert w.grad.abs().max() < 1e-6 and b.grad.abs().max() < 1e-6
+    pred, conf = p.predict(x)
+    assert torch.equal(pred, y) and ((conf > 1 / 3) & (conf <= 1)).all()
+    assert torch.equal(fit_linear_probe(x, y, 3, 1e-2).weight, p.weight)
+    with pytest.raises(VistokError, match="positive"):
+        fit_linear_probe(x, y, 3, 0.0)
+
+
+def test_probe_folds_and_weight_decay_choice():
+    from vistok.recognize.probe import WEIGHT_DECAYS, choose_weight_decay, stratified_folds
+
+    y = torch.tensor([0] * 10 + [1] * 7 + [2] * 3)
+    folds = stratified_folds(y, 3, seed=1)
+    assert torch.equal(torch.cat(folds).sort().values, torch.arange(20))  # a partition
+    for f in folds:  # every class spread over the folds
+        assert (y[f] == 2).sum() == 1 and 3 <= (y[f] == 0).sum() <= 4
+    x = torch.randn(20, 4, generator=torch.Generator().manual_seed(0)) + y[:, None].float()
+    wd = choose_weight_decay(x, y, 3, seed=0)
+    assert wd in WEIGHT_DECAYS and wd == choose_weight_decay(x, y, 3, seed=0)
+
+
+def test_i3d_clip_features_batching_and_short_clips():
+    from vistok.metrics.i3d import I3D
+    from vistok.recognize.data import RecognitionSet
+    from vistok.recognize.probe import i3d_clip_features
+
+    torch.manual_seed(0)
+    i3d = I3D().eval()
+    pixels = torch.randint(0, 256, (3, 3, 9, 24, 24), dtype=torch.uint8)
+    data = RecognitionSet(pixels, torch.tensor([0, 1, 0]), None, ["a", "b"], ["x", "y", "z"])
+    seen = []
+    f = i3d_clip_features(i3d, data, size=32, batch_size=2, progress=seen.append)
+    assert f.shape == (3, 1024) and seen == [2, 1]
+    with torch.no_grad():
+        one = i3d.pooled_features(torch.nn.functional.interpolate(
+            data.video(torch.tensor([2]))[0].transpose(0, 1), size=(32, 32), mode="bilinear")
+            .transpose(0, 1)[None])
+    torch.testing.assert_close(f[2:], one, rtol=1e-4, atol=1e-5)
+    short = RecognitionSet(pixels[:, :, :5], data.labels, None, ["a", "b"], data.paths)
+    with pytest.raises(VistokError, match="at least 9 frames"):
+        i3d_clip_features(i3d, short)

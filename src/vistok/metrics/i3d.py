@@ -216,6 +216,19 @@ class I3D(nn.Module):
         self.logits = nn.Conv3d(channels, num_classes, 1, bias=True)
 
     def forward(self, video: Tensor) -> Tensor:
+        return self.logits(self._pooled_map(video)).mean(dim=(2, 3, 4))
+
+    def features(self, video: Tensor) -> Tensor:
+        """The FVD embedding: the 400 time-averaged logits before the softmax (see module doc)."""
+        return self(video)
+
+    def pooled_features(self, video: Tensor) -> Tensor:
+        """``(b, 1024)``: the last Mixed block's output after the head's average pool, averaged over
+        the remaining positions, the representation a linear probe reads. The logits are exactly
+        ``self.logits`` (a 1x1x1 conv) of these, since the conv and the mean commute."""
+        return self._pooled_map(video).mean(dim=(2, 3, 4))
+
+    def _pooled_map(self, video: Tensor) -> Tensor:
         if video.ndim != 5 or video.shape[1] != 3:
             raise VistokError(f"I3D expects video of shape (b, 3, t, h, w); got {tuple(video.shape)}")
         if not video.is_floating_point():
@@ -229,12 +242,7 @@ class I3D(nn.Module):
             if name in _POOL_AFTER:
                 x = max_pool3d_same(x, *_POOL_AFTER[name])
         window = tuple(min(k, n) for k, n in zip((2, 7, 7), x.shape[2:]))
-        x = F.avg_pool3d(x, window, stride=1)
-        return self.logits(x).mean(dim=(2, 3, 4))
-
-    def features(self, video: Tensor) -> Tensor:
-        """The FVD embedding: the 400 time-averaged logits before the softmax (see module doc)."""
-        return self(video)
+        return F.avg_pool3d(x, window, stride=1)
 
 
 # ---------------------------------------------------------------------------------------------
