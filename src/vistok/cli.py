@@ -91,6 +91,27 @@ def _stream_frames(output: str, chunks, *, fps: float, total: int, desc: str) ->
     return done
 
 
+def _memory_size(text: str) -> int:
+    from vistok.pipelines.budget import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except VistokError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _chunk_frames(args, tok, plan, *, decode: bool) -> int:
+    """``--chunk-frames``, or the longest chunk that fits ``--max-memory`` (said on stderr)."""
+    if args.chunk_frames is not None:
+        return args.chunk_frames
+    from vistok.pipelines.budget import choose_chunk_frames, default_budget
+
+    budget = args.max_memory if args.max_memory is not None else default_budget()
+    choice = choose_chunk_frames(tok, *plan.size, budget, frames=plan.frames, decode=decode, metrics=decode)
+    print(f"memory: {choice.describe()}", file=sys.stderr)
+    return choice.chunk_frames
+
+
 def _max_pixels(args) -> int | None:
     return None if args.max_pixels == 0 else args.max_pixels
 
@@ -109,19 +130,21 @@ def cmd_train(args) -> int:
 
 
 def cmd_reconstruct(args) -> int:
-    from vistok.files import write_media
-    from vistok.pipelines.reconstruct import reconstruct_file
+    from vistok.files import media_writer
+    from vistok.pipelines.reconstruct import plan_media, reconstruct_file
 
     check_input_file(args.input)
     check_output_file(args.output, [args.input, args.metrics])
     if args.metrics:
         check_output_file(args.metrics, [args.input, args.output], what="--metrics file")
     tok = _load(args.model)
-    rec = reconstruct_file(
-        tok, args.input, size=args.size, max_frames=args.max_frames, chunk_frames=args.chunk_frames,
-        progress=_progress("reconstruct"), max_pixels=_max_pixels(args),
-    )
-    write_media(args.output, rec.reconstructed, fps=rec.plan.fps)
+    plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames, max_pixels=_max_pixels(args))
+    chunk_frames = _chunk_frames(args, tok, plan, decode=True)
+    with media_writer(args.output, fps=plan.fps) as write:  # frames go out as they are decoded
+        rec = reconstruct_file(
+            tok, args.input, size=args.size, max_frames=args.max_frames, chunk_frames=chunk_frames,
+            progress=_progress("reconstruct"), max_pixels=_max_pixels(args), sink=write, keep_frames=False,
+        )
     for note in rec.plan.notes:
         print(f"note: {note}")
     print(f"{args.output}: {rec.summary()}")
@@ -140,9 +163,11 @@ def cmd_encode(args) -> int:
     plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames, max_pixels=_max_pixels(args))
     import numpy as np
 
-    chunks = [idx[0].numpy() for idx in tok.encode_stream(iter_input_chunks(plan, args.chunk_frames, tok.temporal_compression))]
+    chunk_frames = _chunk_frames(args, tok, plan, decode=False)
+    chunks = [idx[0].numpy() for idx in tok.encode_stream(iter_input_chunks(plan, chunk_frames, tok.temporal_compression))]
     tokens = np.concatenate(chunks)
-    meta = token_metadata(tok, kind=plan.kind, fps=plan.fps, frames=plan.frames, height=plan.size[0],
+    frames = 1 + tok.temporal_compression * (tokens.shape[0] - 1) if plan.kind == "video" else 1
+    meta = token_metadata(tok, kind=plan.kind, fps=plan.fps, frames=frames, height=plan.size[0],
                           width=plan.size[1], source=Path(plan.path).name)
     save_tokens(args.tokens, tokens, meta)
     for note in plan.notes:
@@ -605,7 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
         pixel_budget(q)
         q.add_argument("--size", type=int, help="resize the shorter side to this first (default: native size)")
         q.add_argument("--max-frames", type=_at_least_one, help="use at most this many frames (trimmed to 1 + 4k)")
-        q.add_argument("--chunk-frames", type=int, default=16, help="frames per streamed chunk (multiple of 4; bounds memory)")
+        q.add_argument("--chunk-frames", type=int,
+                       help="frames per streamed chunk (a multiple of 4; default: the longest that fits --max-memory)")
+        q.add_argument("--max-memory", type=_memory_size, metavar="SIZE",
+                       help="memory budget that picks the chunk length, e.g. 2G or 512M (default: what the process "
+                            "holds plus half the available memory); frames too large for it are refused up front")
 
     r = sub.add_parser("reconstruct", help="tokenize a video or image and rebuild it; prints PSNR/SSIM",
                        description="Tokenize INPUT and decode it to OUTPUT (same kind: video -> .mp4/.gif, image -> .png).")

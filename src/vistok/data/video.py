@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from collections.abc import Iterator
 from typing import BinaryIO, Union
 
 import av
@@ -255,6 +256,34 @@ def read_video(
             f"but the video ended after {len(frames)}"
         )
     return np.stack(frames)
+
+
+def iter_video_frames(source: VideoSource, *, num_frames: int | None = None, strict: bool = True) -> Iterator[np.ndarray]:
+    """The first ``num_frames`` frames (all when None) of the first video stream, one ``h w 3``
+    uint8 picture at a time, decoded in one pass with one open file: what streaming work over a
+    long video reads (``read_video`` per chunk would open and seek once per chunk). Frames are
+    counted in decoding order, as ``read_video(seek=False)`` counts them. Raises ``VistokError``
+    when the file cannot be decoded or (``strict``) ends before ``num_frames``; with
+    ``strict=False`` a file shorter than its header says just ends the iteration."""
+    if num_frames is not None and num_frames < 1:
+        raise VistokError(f"expected num_frames >= 1; got {num_frames}")
+    name = _name(source)
+    done = 0
+    with _open(source) as container:
+        stream = _video_stream(container, name)
+        try:
+            for frame in container.decode(stream):
+                picture = _to_rgb(frame)
+                done += 1
+                yield picture
+                if num_frames is not None and done == num_frames:
+                    return
+        except (av.FFmpegError, OSError) as e:
+            raise VistokError(f"{name}: decoding failed after {done} frames: {e}") from e
+    if done == 0:
+        raise VistokError(f"{name}: no decodable frames")
+    if strict and num_frames is not None and done < num_frames:
+        raise VistokError(f"{name}: expected {num_frames} frames, but the video ended after {done}")
 
 
 def _as_frames(frames) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -22,9 +23,10 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(b c t h w) -> (b c' t h w)``."""
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
+        inplace = not torch.is_grad_enabled()  # inference: reuse fresh buffers (same values, less memory)
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
+        h = self.conv2(F.silu(self.norm2(h), inplace=inplace))
+        return h.add_(self.skip(x)) if inplace else self.skip(x) + h
 
 
 class AdaptiveResBlock(nn.Module):
@@ -41,6 +43,7 @@ class AdaptiveResBlock(nn.Module):
     def forward(self, x: Tensor, cond: Tensor, *, time_factor: int, space_factor: int, first: bool) -> Tensor:
         """``x (b c t h w)``, ``cond (b k t' h' w')`` (see :class:`AdaptiveGroupNorm`)."""
         kw = dict(time_factor=time_factor, space_factor=space_factor, first=first)
-        h = self.conv1(F.silu(self.norm1(x, cond, **kw)))
-        h = self.conv2(F.silu(self.norm2(h, cond, **kw)))
-        return self.skip(x) + h
+        inplace = not torch.is_grad_enabled()  # as ResBlock
+        h = self.conv1(F.silu(self.norm1(x, cond, **kw), inplace=inplace))
+        h = self.conv2(F.silu(self.norm2(h, cond, **kw), inplace=inplace))
+        return h.add_(self.skip(x)) if inplace else self.skip(x) + h

@@ -78,6 +78,7 @@ def _conv3d(conv: nn.Conv3d, x: Tensor) -> Tensor:
     ``slow_conv3d`` kernel, several times slower than oneDNN here (bench/tokenizer.py); inference on
     one clip (the CLI, the codec) is exactly that case. Same arithmetic, differentiable.
     """
+    x = x.contiguous()  # here, not inside the kernel, so memory planning on "meta" sees the copy
     if (
         x.device.type == "cpu"
         and x.dtype == torch.float32
@@ -85,7 +86,7 @@ def _conv3d(conv: nn.Conv3d, x: Tensor) -> Tensor:
         and not torch.is_autocast_enabled("cpu")
         and torch.backends.mkldnn.is_available()
     ):
-        return torch.mkldnn_convolution(x.contiguous(), conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+        return torch.mkldnn_convolution(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
     return conv(x)
 
 

@@ -1,15 +1,18 @@
 """Tokenize a media file and rebuild it: the work behind ``vistok reconstruct / encode / decode``.
 
-A video is read, tokenized and decoded chunk by chunk (exact streaming), so memory is bounded by
-the chunk size however long the clip; only the uint8 frames are collected. Frames are trimmed to
+A video is decoded in one pass, tokenized and decoded again chunk by chunk (exact streaming), and
+each reconstructed chunk goes straight to its sink (the output file) with its per-frame scores, so
+memory is bounded by the chunk, however long the clip; the chunk length comes from a memory budget
+(:mod:`vistok.pipelines.budget`). Frames are trimmed to
 ``1 + 4k`` and the picture centre-cropped to a multiple of the tokenizer's spatial factor (both
 reported), after an optional resize of the shorter side.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,11 +21,12 @@ import torch
 
 from vistok.data.images import probe_image, read_image
 from vistok.data.transforms import center_crop, resize_shorter, to_uint8
-from vistok.data.video import probe_video, read_video
+from vistok.data.video import iter_video_frames, probe_video
 from vistok.errors import VistokError
 from vistok.files import media_kind
 from vistok.limits import DEFAULT_MAX_FRAME_PIXELS
 from vistok.paths import check_input_file
+from vistok.pipelines.budget import ChunkChoice, choose_chunk_frames, default_budget
 from vistok.metrics.quality import frame_quality
 from vistok.tokenizers.base import Tokenizer
 
@@ -95,24 +99,40 @@ def _to_model(frames: np.ndarray, plan: MediaPlan) -> torch.Tensor:
 
 
 def iter_input_chunks(plan: MediaPlan, chunk_frames: int, tc: int) -> Iterator[torch.Tensor]:
-    """The plan's frames as streaming chunks: ``1 + chunk_frames``, then ``chunk_frames`` each."""
+    """The plan's frames as streaming chunks: the first frame alone (the causal tokenizers code it
+    alone anyway; on its own it keeps the largest chunk at ``chunk_frames``), then ``chunk_frames``
+    each, the last one shorter. The video is decoded in one pass. A file that ends before the
+    frame count its header promised ends the stream at the last whole latent frame, with a note
+    in ``plan.notes``."""
     if plan.kind == "image":
         yield _to_model(read_image(plan.path)[None], plan)
         return
-    start, first = 0, True
-    while start < plan.frames:
-        n = min(1 + chunk_frames if first else chunk_frames, plan.frames - start)
-        yield _to_model(read_video(plan.path, start=start, num_frames=n), plan)
-        start, first = start + n, False
+    frames = iter_video_frames(plan.path, num_frames=plan.frames, strict=False)
+    sizes = [1] + [chunk_frames] * ((plan.frames - 1) // chunk_frames) + [(plan.frames - 1) % chunk_frames]
+    got = 0
+    for size in filter(None, sizes):
+        chunk = list(itertools.islice(frames, size))
+        got += len(chunk)
+        if len(chunk) < size:  # the file is shorter than its header says
+            chunk = chunk[: len(chunk) // tc * tc] if got > len(chunk) else chunk[:1]
+            used = got - (got - 1) % tc if got else 0
+            if used == 0:
+                raise VistokError(f"{plan.path}: no decodable frames")
+            plan.notes.append(f"the video ended after {got} of the {plan.frames} frames its header gives; used {used}")
+            if chunk:
+                yield _to_model(np.stack(chunk), plan)
+            return
+        yield _to_model(np.stack(chunk), plan)
 
 
 @dataclass
 class Reconstruction:
     plan: MediaPlan
-    original: np.ndarray  # (t h w 3) uint8, on the tokenizer's grid
-    reconstructed: np.ndarray  # (t h w 3) uint8
+    original: np.ndarray | None  # (t h w 3) uint8, on the tokenizer's grid; None unless kept
+    reconstructed: np.ndarray | None  # (t h w 3) uint8; None unless kept
     tokens: np.ndarray | None  # (t' h' w') int64; None for a continuous (KL) bottleneck
     metrics: dict
+    chunk: ChunkChoice | None = None  # how the chunk length was chosen (None: given)
 
     def summary(self) -> str:
         m = self.metrics
@@ -141,13 +161,25 @@ def reconstruct_file(
     *,
     size: int | None = None,
     max_frames: int | None = None,
-    chunk_frames: int = 16,
+    chunk_frames: int | None = None,
+    max_memory: int | None = None,
     progress=None,
     max_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS,
+    sink: Callable[[np.ndarray], None] | None = None,
+    keep_frames: bool = True,
 ) -> Reconstruction:
-    """Tokenize ``path`` and decode it again; metrics are computed on uint8-rounded frames."""
+    """Tokenize ``path`` and decode it again, streaming: each decoded chunk goes to ``sink``
+    (``t h w 3`` uint8, e.g. a video writer) and is then dropped unless ``keep_frames``; metrics
+    are computed frame by frame on uint8-rounded frames. The chunk length is ``chunk_frames``, or
+    the longest whose measured working set fits ``max_memory`` bytes (default: what the process
+    holds plus half the available memory; see :mod:`vistok.pipelines.budget`)."""
     plan = plan_media(tok, path, size=size, max_frames=max_frames, max_pixels=max_pixels)
     tc = tok.temporal_compression
+    choice = None
+    if chunk_frames is None:
+        budget = max_memory if max_memory is not None else default_budget()
+        choice = choose_chunk_frames(tok, *plan.size, budget, frames=plan.frames)
+        chunk_frames = choice.chunk_frames
     if chunk_frames < tc or chunk_frames % tc:
         raise VistokError(f"--chunk-frames must be a positive multiple of {tc}")
     originals, recons, tokens = [], [], []
@@ -169,20 +201,22 @@ def reconstruct_file(
             yield piece
 
     decoded = tok.decode_codes_stream(passed_on()) if continuous else tok.decode_stream(passed_on())
+    done = 0
     for x_hat in decoded:
-        x = pending.pop(0)
-        orig_u8 = to_uint8(x[0])
+        orig_u8 = to_uint8(pending.pop(0)[0])
         rec_u8 = to_uint8(x_hat[0].float())
-        originals.append(orig_u8)
-        recons.append(rec_u8)
-        xr = torch.from_numpy(orig_u8).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-        yr = torch.from_numpy(rec_u8).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-        for k, v in _frame_metrics(xr, yr).items():
-            per_frame.setdefault(k, []).extend(v)
+        del x_hat
+        for a, b in zip(orig_u8, rec_u8):  # one frame at a time: the scores' buffers stay one frame
+            for k, v in _frame_metrics(_as_model(a), _as_model(b)).items():
+                per_frame.setdefault(k, []).extend(v)
+        if sink is not None:
+            sink(rec_u8)
+        if keep_frames:
+            originals.append(orig_u8)
+            recons.append(rec_u8)
+        done += len(rec_u8)
         if progress is not None:
-            progress(sum(len(o) for o in originals), plan.frames)
-    original = np.concatenate(originals)
-    reconstructed = np.concatenate(recons)
+            progress(done, plan.frames)
     toks = np.concatenate(tokens)
     h, w = plan.size
     vocab = tok.vocab_size or 0
@@ -191,14 +225,19 @@ def reconstruct_file(
     metrics.setdefault("ms_ssim", None)
     metrics.update(
         psnr_per_frame=[round(v, 3) for v in per_frame["psnr"]],
-        frames=int(original.shape[0]),
+        frames=done,
         height=h,
         width=w,
         tokens=0 if continuous else int(toks.size),
         token_grid=list(toks.shape),
-        bits_per_pixel_raw=None if continuous else toks.size * math.log2(max(vocab, 2)) / (original.shape[0] * h * w),
+        bits_per_pixel_raw=None if continuous else toks.size * math.log2(max(vocab, 2)) / (done * h * w),
+        chunk_frames=chunk_frames,
         notes=plan.notes,
     )
-    return Reconstruction(plan, original, reconstructed, None if continuous else toks, metrics)
+    return Reconstruction(plan, np.concatenate(originals) if keep_frames else None,
+                          np.concatenate(recons) if keep_frames else None, None if continuous else toks, metrics, choice)
 
 
+def _as_model(frame: np.ndarray) -> torch.Tensor:
+    """``h w 3`` uint8 -> ``(1 3 1 h w)`` float in [-1, 1]."""
+    return torch.from_numpy(frame).permute(2, 0, 1)[None, :, None].float() / 127.5 - 1

@@ -133,6 +133,8 @@ class Tokenizer(Pretrained, nn.Module):
             raise VistokError(f"{expected}; got {t} frames (trim or pad the clip)")
         if h % sc or w % sc:
             raise VistokError(f"{expected}; got {h}x{w} (crop or pad to a multiple of {sc})")
+        if video.is_meta:  # shapes only (memory planning, see vistok.pipelines.budget): no values to check
+            return
         if not torch.isfinite(video).all():
             raise VistokError("video contains NaN or infinite values")
         lo, hi = float(video.min()), float(video.max())
