@@ -7,8 +7,9 @@ The second part is measured, not guessed: :func:`streaming_peak_bytes` runs the 
 streaming encode and decode on a copy of it on torch's ``meta`` device (shapes only: no memory,
 no arithmetic, milliseconds) under :class:`LiveTensorBytes`, which adds up the bytes of every tensor
 an operation creates and subtracts them when the tensor is freed, and keeps the peak. On real
-tensors the same count is exact for the tensors torch allocates (tested); the allocator's own
-slack and the decoded frames come on top, hence :data:`HEADROOM`.
+tensors the same count is exact for the tensors torch allocates (tested); what the kernels
+allocate inside (oneDNN's reordered copies) and the allocator's retained pages come on top, a
+measured factor :data:`HEADROOM`.
 :func:`choose_chunk_frames` takes the longest chunk whose fixed part plus measured peak, with the
 headroom, fits the budget.
 """
@@ -29,7 +30,12 @@ from vistok.errors import VistokError
 from vistok.metrics.quality import frame_quality
 from vistok.tokenizers.base import Tokenizer
 
-HEADROOM = 1.25  # allocator slack and decoded frames over the counted tensors (see the benchmark)
+# Resident memory over the counted tensors, measured by bench/reconstruct_memory.py on `default`
+# (CPU, 192x144 to 768x576, chunks of 4 to 16): a process holds 0.5 GiB + 3.2-4.1x the counted
+# peak -- oneDNN's reordered copies of each convolution's input and output and the allocator's
+# retained pages are invisible to a tensor count. 3.75 covers every measured row within 5 %.
+HEADROOM = 3.75
+RUNTIME_BYTES = 256 * 2**20  # the video decoder and encoder, thread pools: a reconstruct process over its model
 MAX_CHUNK_FRAMES = 16  # the former fixed chunk length: the budget only ever shortens it
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -153,11 +159,11 @@ class ChunkChoice:
 def choose_chunk_frames(tok: Tokenizer, height: int, width: int, budget: int, *, frames: int | None = None,
                         decode: bool = True, metrics: bool = True, fixed: int | None = None) -> ChunkChoice:
     """The longest chunk (a multiple of the temporal factor, at most :data:`MAX_CHUNK_FRAMES` and
-    no longer than the clip needs) whose estimate (``fixed``, default what the process holds now,
-    plus :data:`HEADROOM` times the measured peak) fits ``budget`` bytes; a clear error when not
-    even the shortest does."""
+    no longer than the clip needs) whose estimate (``fixed``, default what the process holds now
+    plus :data:`RUNTIME_BYTES`, plus :data:`HEADROOM` times the measured peak) fits ``budget``
+    bytes; a clear error when not even the shortest does."""
     tc = tok.temporal_compression
-    fixed = process_bytes() if fixed is None else fixed
+    fixed = process_bytes() + RUNTIME_BYTES if fixed is None else fixed
     meta_tok = meta_copy(tok)
     longest = MAX_CHUNK_FRAMES // tc * tc
     if frames is not None:
