@@ -170,7 +170,7 @@ def i3d_rows(a, tok, test, seeds, low_seeds, fractions, results, results_path) -
             wd = choose_weight_decay(x, y, classes, seed=seed)
             probe = fit_linear_probe(x, y, classes, wd)
             pred, conf = probe.predict(tx)
-            pr = Predictions(test.paths, pred, conf, train.class_names, test.labels.numpy())
+            pr = Predictions(test.paths, pred.numpy(), conf.numpy(), train.class_names, test.labels.numpy())
             row = {"method": I3D_PROBE, "fraction": frac, "seed": seed, "accuracy": pr.accuracy,
                    "per_class": pr.per_class_accuracy(), "parameters": probe.weight.numel() + probe.bias.numel(),
                    "encoder_parameters": 0, "weight_decay": wd, "finetune_seconds": round(time.time() - t0, 1)}
