@@ -4,9 +4,10 @@ For each seed: pixels from scratch, token inputs, token-target pretraining then 
 pixel-target pretraining then fine-tuning, each fine-tuned with 100 % and with 10 % of the labels
 (per class); the two pretrainings run once per seed and serve both fine-tunings (``init_from``).
 Every model has the same encoder, the same fine-tuning steps and the same batch; the two
-pretrainings have the same steps. ``--methods ...,i3d`` adds the external baseline for clips: Kinetics-400
-I3D's pooled features (``vistok weights install i3d-k400``) read by a linear probe fitted on the
-same labelled items, its penalty chosen by cross-validation on them (:mod:`vistok.recognize.probe`). Test accuracy, per-class accuracy and parameter counts go to
+pretrainings have the same steps. ``--methods ...,i3d`` adds the external baseline for clips:
+Kinetics-400 I3D's pooled features (``vistok weights install i3d-k400``) read by a linear probe
+fitted on the same labelled items, its penalty chosen by cross-validation on them
+(:mod:`vistok.recognize.probe`). Test accuracy, per-class accuracy and parameter counts go to
 ``OUT/results.json``; ``OUT/table.md`` is the Markdown table (mean +- std over seeds).
 
     python scripts/recognition_table.py --name fashion-mnist --train FM --test FM --size 32 --limit 10000 \\
@@ -22,17 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-from vistok.recognize.config import load_classifier_config
-from vistok.recognize.data import load_recognition_set
-from vistok.recognize.model import load_recognizer
 from vistok.metrics.i3d import load_i3d
 from vistok.metrics.store import require_weights
-from vistok.recognize.data import label_subset
+from vistok.recognize.config import load_classifier_config
+from vistok.recognize.data import labelled_items, load_recognition_set
+from vistok.recognize.model import load_recognizer
 from vistok.recognize.predict import Predictions, predict_set
 from vistok.recognize.probe import choose_weight_decay, fit_linear_probe, i3d_clip_features
 from vistok.recognize.train import PRETRAINED_DIR, train_classifier
 from vistok.tokenizers.registry import load_tokenizer
-from vistok.train.seeds import derive_seed
 
 METHODS = {
     "pixels, from scratch": dict(inputs="pixels", pretrain="none", key="scratch"),
@@ -88,45 +87,48 @@ def main() -> None:
     results_path = a.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else []
     done = {(r["method"], r["fraction"], r["seed"]) for r in results}
-    for seed in seeds + [s for s in low_seeds if s not in seeds]:
+    for seed, frac in planned_rows(seeds, low_seeds, fractions):
         for method, m in METHODS.items():
-            for frac in fractions:
-                if (frac < 1.0 and seed not in low_seeds) or (frac >= 1.0 and seed not in seeds):
-                    continue
-                if (method, frac, seed) in done or m["key"] not in keys:
-                    continue
-                run = a.out / f"{m['inputs']}-{m['pretrain']}-f{frac:g}-s{seed}"
-                sets = common + [f"model.inputs={m['inputs']}", f"seed={seed}", f"label_fraction={frac}"]
-                pre = a.out / f"pretrain-{m['pretrain']}-s{seed}"
-                if m["pretrain"] != "none":
-                    if not (pre / PRETRAINED_DIR).exists():  # pretrain once per seed (and one token fine-tuning step)
-                        cfg = load_classifier_config(a.preset, sets + [f"model.pretrain={m['pretrain']}",
-                                                                      f"pretrain_steps={a.pretrain_steps}", "steps=1"])
-                        t0 = time.time()
-                        train_classifier(cfg, pre, quiet=True)
-                        print(f"pretrained {pre.name} in {time.time() - t0:.0f} s", file=sys.stderr)
-                    sets += [f"init_from={pre / PRETRAINED_DIR}", f"model.pretrain={m['pretrain']}", "pretrain_steps=0"]
-                else:
-                    sets += ["pretrain_steps=0"]
-                cfg = load_classifier_config(a.preset, sets)
-                t0 = time.time()
-                train_classifier(cfg, run, quiet=True)
-                seconds = time.time() - t0
-                model = load_recognizer(run)
-                pred, conf = predict_set(model, test)
-                pr = Predictions(test.paths, pred, conf, model.config.class_names, test.labels.numpy())
-                row = {"method": method, "fraction": frac, "seed": seed, "accuracy": pr.accuracy,
-                       "per_class": pr.per_class_accuracy(), "parameters": model.num_parameters(),
-                       "encoder_parameters": model.num_parameters(encoder_only=True),
-                       "finetune_seconds": round(seconds, 1), "steps": a.steps,
-                       "pretrain_steps": a.pretrain_steps if m["pretrain"] != "none" else 0}
-                results.append(row)
-                results_path.write_text(json.dumps(results, indent=1) + "\n")
-                print(f"{a.name} | {method} | {frac:.0%} | seed {seed} | {pr.accuracy:.4f} | {seconds:.0f} s", file=sys.stderr)
+            if (method, frac, seed) in done or m["key"] not in keys:
+                continue
+            run = a.out / f"{m['inputs']}-{m['pretrain']}-f{frac:g}-s{seed}"
+            sets = common + [f"model.inputs={m['inputs']}", f"seed={seed}", f"label_fraction={frac}"]
+            pre = a.out / f"pretrain-{m['pretrain']}-s{seed}"
+            if m["pretrain"] != "none":
+                if not (pre / PRETRAINED_DIR).exists():  # pretrain once per seed (and one token fine-tuning step)
+                    cfg = load_classifier_config(a.preset, sets + [f"model.pretrain={m['pretrain']}",
+                                                                  f"pretrain_steps={a.pretrain_steps}", "steps=1"])
+                    t0 = time.time()
+                    train_classifier(cfg, pre, quiet=True)
+                    print(f"pretrained {pre.name} in {time.time() - t0:.0f} s", file=sys.stderr)
+                sets += [f"init_from={pre / PRETRAINED_DIR}", f"model.pretrain={m['pretrain']}", "pretrain_steps=0"]
+            else:
+                sets += ["pretrain_steps=0"]
+            cfg = load_classifier_config(a.preset, sets)
+            t0 = time.time()
+            train_classifier(cfg, run, quiet=True)
+            seconds = time.time() - t0
+            model = load_recognizer(run)
+            pred, conf = predict_set(model, test)
+            pr = Predictions(test.paths, pred, conf, model.config.class_names, test.labels.numpy())
+            row = {"method": method, "fraction": frac, "seed": seed, "accuracy": pr.accuracy,
+                   "per_class": pr.per_class_accuracy(), "parameters": model.num_parameters(),
+                   "encoder_parameters": model.num_parameters(encoder_only=True),
+                   "finetune_seconds": round(seconds, 1), "steps": a.steps,
+                   "pretrain_steps": a.pretrain_steps if m["pretrain"] != "none" else 0}
+            results.append(row)
+            results_path.write_text(json.dumps(results, indent=1) + "\n")
+            print(f"{a.name} | {method} | {frac:.0%} | seed {seed} | {pr.accuracy:.4f} | {seconds:.0f} s", file=sys.stderr)
     if "i3d" in keys:
         i3d_rows(a, tok, test, seeds, low_seeds, fractions, results, results_path)
     (a.out / "table.md").write_text(table(results, a, len(test)))
     print(table(results, a, len(test)))
+
+
+def planned_rows(seeds: list[int], low_seeds: list[int], fractions: list[float]) -> list[tuple[int, float]]:
+    """``(seed, fraction)`` of every row: full-label fractions for ``seeds``, lower ones for ``low_seeds``."""
+    return [(seed, frac) for seed in seeds + [s for s in low_seeds if s not in seeds] for frac in fractions
+            if seed in (seeds if frac >= 1.0 else low_seeds)]
 
 
 def cached_i3d_features(a, data, name: str):
@@ -135,7 +137,7 @@ def cached_i3d_features(a, data, name: str):
 
     path = a.out / f"i3d-{name}.pt"
     if path.is_file():
-        saved = torch.load(path)
+        saved = torch.load(path, weights_only=True)
         if saved["paths"] == data.paths:
             return saved["features"]
     i3d = load_i3d(require_weights("i3d-k400"))
@@ -157,27 +159,24 @@ def i3d_rows(a, tok, test, seeds, low_seeds, fractions, results, results_path) -
                                  cache_dir=a.cache_dir)
     fx, tx = cached_i3d_features(a, train, "train"), cached_i3d_features(a, test, "test")
     done = {(r["method"], r["fraction"], r["seed"]) for r in results}
-    for seed in seeds + [s for s in low_seeds if s not in seeds]:
-        for frac in fractions:
-            if (frac < 1.0 and seed not in low_seeds) or (frac >= 1.0 and seed not in seeds):
-                continue
-            if (I3D_PROBE, frac, seed) in done:
-                continue
-            t0 = time.time()
-            items = label_subset(train.labels, frac, derive_seed(seed, 2))  # the trainer's labelled items
-            x, y = fx[items], train.labels[items]
-            classes = len(train.class_names)
-            wd = choose_weight_decay(x, y, classes, seed=seed)
-            probe = fit_linear_probe(x, y, classes, wd)
-            pred, conf = probe.predict(tx)
-            pr = Predictions(test.paths, pred.numpy(), conf.numpy(), train.class_names, test.labels.numpy())
-            row = {"method": I3D_PROBE, "fraction": frac, "seed": seed, "accuracy": pr.accuracy,
-                   "per_class": pr.per_class_accuracy(), "parameters": probe.weight.numel() + probe.bias.numel(),
-                   "encoder_parameters": 0, "weight_decay": wd, "finetune_seconds": round(time.time() - t0, 1)}
-            results.append(row)
-            results_path.write_text(json.dumps(results, indent=1) + "\n")
-            print(f"{a.name} | {I3D_PROBE} | {frac:.0%} | seed {seed} | {pr.accuracy:.4f} | weight decay {wd:g}",
-                  file=sys.stderr)
+    for seed, frac in planned_rows(seeds, low_seeds, fractions):
+        if (I3D_PROBE, frac, seed) in done:
+            continue
+        t0 = time.time()
+        items = labelled_items(train.labels, frac, seed)  # the trained rows' labelled items
+        x, y = fx[items], train.labels[items]
+        classes = len(train.class_names)
+        wd = choose_weight_decay(x, y, classes, seed=seed)
+        probe = fit_linear_probe(x, y, classes, wd)
+        pred, conf = probe.predict(tx)
+        pr = Predictions(test.paths, pred.numpy(), conf.numpy(), train.class_names, test.labels.numpy())
+        row = {"method": I3D_PROBE, "fraction": frac, "seed": seed, "accuracy": pr.accuracy,
+               "per_class": pr.per_class_accuracy(), "parameters": probe.weight.numel() + probe.bias.numel(),
+               "encoder_parameters": 0, "weight_decay": wd, "finetune_seconds": round(time.time() - t0, 1)}
+        results.append(row)
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"{a.name} | {I3D_PROBE} | {frac:.0%} | seed {seed} | {pr.accuracy:.4f} | weight decay {wd:g}",
+              file=sys.stderr)
 
 
 def table(results: list[dict], a, test_items: int) -> str:

@@ -102,14 +102,12 @@ def _memory_size(text: str) -> int:
 
 def _chunk_frames(args, tok, plan, *, decode: bool) -> int:
     """``--chunk-frames``, or the longest chunk that fits ``--max-memory`` (said on stderr)."""
-    if args.chunk_frames is not None:
-        return args.chunk_frames
-    from vistok.pipelines.budget import choose_chunk_frames, default_budget
+    from vistok.pipelines.reconstruct import plan_chunks
 
-    budget = args.max_memory if args.max_memory is not None else default_budget()
-    choice = choose_chunk_frames(tok, *plan.size, budget, frames=plan.frames, decode=decode, metrics=decode)
-    print(f"memory: {choice.describe()}", file=sys.stderr)
-    return choice.chunk_frames
+    chunk_frames, choice = plan_chunks(tok, plan, args.chunk_frames, args.max_memory, decode=decode)
+    if choice is not None:
+        print(f"memory: {choice.describe()}", file=sys.stderr)
+    return chunk_frames
 
 
 def _max_pixels(args) -> int | None:
@@ -131,7 +129,7 @@ def cmd_train(args) -> int:
 
 def cmd_reconstruct(args) -> int:
     from vistok.files import media_writer
-    from vistok.pipelines.reconstruct import plan_media, reconstruct_file
+    from vistok.pipelines.reconstruct import plan_media, reconstruct_media
 
     check_input_file(args.input)
     check_output_file(args.output, [args.input, args.metrics])
@@ -141,10 +139,7 @@ def cmd_reconstruct(args) -> int:
     plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames, max_pixels=_max_pixels(args))
     chunk_frames = _chunk_frames(args, tok, plan, decode=True)
     with media_writer(args.output, fps=plan.fps) as write:  # frames go out as they are decoded
-        rec = reconstruct_file(
-            tok, args.input, size=args.size, max_frames=args.max_frames, chunk_frames=chunk_frames,
-            progress=_progress("reconstruct"), max_pixels=_max_pixels(args), sink=write, keep_frames=False,
-        )
+        rec = reconstruct_media(tok, plan, chunk_frames, progress=_progress("reconstruct"), sink=write, keep_frames=False)
     for note in rec.plan.notes:
         print(f"note: {note}")
     print(f"{args.output}: {rec.summary()}")

@@ -177,8 +177,8 @@ def choose_chunk_frames(tok: Tokenizer, height: int, width: int, budget: int, *,
     if shortest > budget:
         what = "one frame needs" if frames == 1 else f"in chunks of {tc} frames need"
         raise VistokError(
-            f"{width}x{height} frames {what} about {format_bytes(shortest)} (with the {format_bytes(fixed)} the "
-            f"process holds already), over the memory budget of {format_bytes(budget)}; raise --max-memory or pass "
+            f"{width}x{height} frames {what} about {format_bytes(shortest)} (of which {format_bytes(fixed)} is the "
+            f"process itself), over the memory budget of {format_bytes(budget)}; raise --max-memory or pass "
             f"--size to shrink the frames")
     lo, hi, best = 1, longest // tc, shortest  # in units of tc: lo fits; find the largest that does
     while lo < hi:

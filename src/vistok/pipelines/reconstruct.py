@@ -27,7 +27,7 @@ from vistok.files import media_kind
 from vistok.limits import DEFAULT_MAX_FRAME_PIXELS
 from vistok.paths import check_input_file
 from vistok.pipelines.budget import ChunkChoice, choose_chunk_frames, default_budget
-from vistok.metrics.quality import frame_quality
+from vistok.metrics.quality import frame_quality, uint8_frames
 from vistok.tokenizers.base import Tokenizer
 
 
@@ -109,19 +109,17 @@ def iter_input_chunks(plan: MediaPlan, chunk_frames: int, tc: int) -> Iterator[t
         return
     frames = iter_video_frames(plan.path, num_frames=plan.frames, strict=False)
     sizes = [1] + [chunk_frames] * ((plan.frames - 1) // chunk_frames) + [(plan.frames - 1) % chunk_frames]
-    got = 0
+    used = 0
     for size in filter(None, sizes):
-        chunk = list(itertools.islice(frames, size))
-        got += len(chunk)
-        if len(chunk) < size:  # the file is shorter than its header says
-            chunk = chunk[: len(chunk) // tc * tc] if got > len(chunk) else chunk[:1]
-            used = got - (got - 1) % tc if got else 0
-            if used == 0:
-                raise VistokError(f"{plan.path}: no decodable frames")
-            plan.notes.append(f"the video ended after {got} of the {plan.frames} frames its header gives; used {used}")
-            if chunk:
-                yield _to_model(np.stack(chunk), plan)
+        chunk = list(itertools.islice(frames, size))  # the reader refuses a file with no frame at all
+        if len(chunk) < size:  # the file is shorter than its header says: keep whole latent frames
+            keep = len(chunk) // tc * tc
+            plan.notes.append(f"the video ended after {used + len(chunk)} of the {plan.frames} frames its header "
+                              f"gives; used {used + keep}")
+            if keep:
+                yield _to_model(np.stack(chunk[:keep]), plan)
             return
+        used += size
         yield _to_model(np.stack(chunk), plan)
 
 
@@ -147,11 +145,19 @@ class Reconstruction:
         return line + f"  ({m['tokens']} tokens, {m['bits_per_pixel_raw']:.4f} bpp before entropy coding)"
 
 
-def _frame_metrics(x: torch.Tensor, y: torch.Tensor) -> dict[str, list[float]]:
-    """Per-frame PSNR/SSIM(/MS-SSIM) of ``(1 c t h w)`` pixels (uint8-rounded, as viewers see them)."""
-    a = x[0].transpose(0, 1).double()  # (t c h w)
-    b = y[0].transpose(0, 1).double()
-    return {k: v.tolist() for k, v in frame_quality(a, b).items()}
+def plan_chunks(tok: Tokenizer, plan: MediaPlan, chunk_frames: int | None = None, max_memory: int | None = None, *,
+                decode: bool = True) -> tuple[int, ChunkChoice | None]:
+    """``chunk_frames`` when given (checked), else the longest chunk whose measured working set fits
+    ``max_memory`` bytes (default: what the process holds plus half the available memory; see
+    :mod:`vistok.pipelines.budget`) with the choice; ``decode=False`` plans encoding alone."""
+    tc = tok.temporal_compression
+    if chunk_frames is not None:
+        if chunk_frames < tc or chunk_frames % tc:
+            raise VistokError(f"--chunk-frames must be a positive multiple of {tc}")
+        return chunk_frames, None
+    budget = max_memory if max_memory is not None else default_budget()
+    choice = choose_chunk_frames(tok, *plan.size, budget, frames=plan.frames, decode=decode, metrics=decode)
+    return choice.chunk_frames, choice
 
 
 @torch.no_grad()
@@ -168,20 +174,29 @@ def reconstruct_file(
     sink: Callable[[np.ndarray], None] | None = None,
     keep_frames: bool = True,
 ) -> Reconstruction:
-    """Tokenize ``path`` and decode it again, streaming: each decoded chunk goes to ``sink``
-    (``t h w 3`` uint8, e.g. a video writer) and is then dropped unless ``keep_frames``; metrics
-    are computed frame by frame on uint8-rounded frames. The chunk length is ``chunk_frames``, or
-    the longest whose measured working set fits ``max_memory`` bytes (default: what the process
-    holds plus half the available memory; see :mod:`vistok.pipelines.budget`)."""
+    """Plan ``path`` (:func:`plan_media`), its chunk length (:func:`plan_chunks`), and
+    :func:`reconstruct_media` it."""
     plan = plan_media(tok, path, size=size, max_frames=max_frames, max_pixels=max_pixels)
+    chunk_frames, choice = plan_chunks(tok, plan, chunk_frames, max_memory)
+    return reconstruct_media(tok, plan, chunk_frames, progress=progress, sink=sink, keep_frames=keep_frames,
+                             choice=choice)
+
+
+@torch.no_grad()
+def reconstruct_media(
+    tok: Tokenizer,
+    plan: MediaPlan,
+    chunk_frames: int,
+    *,
+    progress=None,
+    sink: Callable[[np.ndarray], None] | None = None,
+    keep_frames: bool = True,
+    choice: ChunkChoice | None = None,
+) -> Reconstruction:
+    """Tokenize the planned media and decode it again, streaming: each decoded chunk goes to
+    ``sink`` (``t h w 3`` uint8, e.g. a video writer) and is then dropped unless ``keep_frames``;
+    metrics are computed frame by frame on uint8-rounded frames."""
     tc = tok.temporal_compression
-    choice = None
-    if chunk_frames is None:
-        budget = max_memory if max_memory is not None else default_budget()
-        choice = choose_chunk_frames(tok, *plan.size, budget, frames=plan.frames)
-        chunk_frames = choice.chunk_frames
-    if chunk_frames < tc or chunk_frames % tc:
-        raise VistokError(f"--chunk-frames must be a positive multiple of {tc}")
     originals, recons, tokens = [], [], []
     per_frame: dict[str, list[float]] = {}
     dtype = next(tok.parameters()).dtype
@@ -206,9 +221,10 @@ def reconstruct_file(
         orig_u8 = to_uint8(pending.pop(0)[0])
         rec_u8 = to_uint8(x_hat[0].float())
         del x_hat
-        for a, b in zip(orig_u8, rec_u8):  # one frame at a time: the scores' buffers stay one frame
-            for k, v in _frame_metrics(_as_model(a), _as_model(b)).items():
-                per_frame.setdefault(k, []).extend(v)
+        for i in range(len(rec_u8)):  # one frame at a time: the scores' buffers stay one frame
+            scores = frame_quality(uint8_frames(orig_u8[i : i + 1]).double(), uint8_frames(rec_u8[i : i + 1]).double())
+            for k, v in scores.items():
+                per_frame.setdefault(k, []).extend(v.tolist())
         if sink is not None:
             sink(rec_u8)
         if keep_frames:
@@ -236,8 +252,3 @@ def reconstruct_file(
     )
     return Reconstruction(plan, np.concatenate(originals) if keep_frames else None,
                           np.concatenate(recons) if keep_frames else None, None if continuous else toks, metrics, choice)
-
-
-def _as_model(frame: np.ndarray) -> torch.Tensor:
-    """``h w 3`` uint8 -> ``(1 3 1 h w)`` float in [-1, 1]."""
-    return torch.from_numpy(frame).permute(2, 0, 1)[None, :, None].float() / 127.5 - 1

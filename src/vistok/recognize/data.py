@@ -25,6 +25,7 @@ from vistok.data.labelled import LabelledSource, iter_labelled_items, open_label
 from vistok.errors import VistokError
 from vistok.metrics.store import vistok_home
 from vistok.tokenizers.base import Tokenizer
+from vistok.train.seeds import derive_seed
 
 CACHE_VERSION = 1
 
@@ -189,6 +190,12 @@ def _read_cache(path: Path) -> RecognitionSet:
         tokens = torch.from_numpy(z["tokens"].astype(np.int64)) if "tokens" in z.files else None
         return RecognitionSet(torch.from_numpy(z["pixels"].copy()), torch.from_numpy(z["labels"].copy()), tokens,
                               meta["class_names"], meta["paths"], meta["tokenizer_id"], meta["vocab_size"])
+
+
+def labelled_items(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """The items a run with ``seed`` and ``label_fraction=fraction`` trains on (a :func:`label_subset`
+    drawn with a seed derived from the run's), so other methods can use exactly the same labels."""
+    return label_subset(labels, fraction, derive_seed(seed, 2))
 
 
 def label_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:

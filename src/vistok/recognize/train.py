@@ -26,7 +26,7 @@ from vistok.configuration import to_dict
 from vistok.errors import VistokError
 from vistok.pictures import save_loss_plot
 from vistok.recognize.config import ClassifierTrainConfig, RecognizerConfig
-from vistok.recognize.data import RecognitionSet, label_subset, load_recognition_set
+from vistok.recognize.data import RecognitionSet, labelled_items, load_recognition_set
 from vistok.recognize.model import Recognizer, load_recognizer
 from vistok.tokenizers.registry import load_tokenizer
 from vistok.train.distributed import wrap_model
@@ -61,7 +61,7 @@ class ClassifierTrainer(TrainLoop):
                 cache_dir=cfg.cache_dir, progress=progress)
         self.model_config = self.fill_model_config(wanted)
         self.pretrain_steps = cfg.pretrain_steps if cfg.pretraining else 0
-        self.labelled = label_subset(self.data.labels, cfg.label_fraction, derive_seed(cfg.seed, 2))
+        self.labelled = labelled_items(self.data.labels, cfg.label_fraction, cfg.seed)
         global_batch = cfg.batch_size * info.world_size
         pools = [len(self.labelled)] + ([len(self.data)] if self.pretrain_steps else [])
         if min(pools) < global_batch:
