@@ -104,7 +104,8 @@ def _chunk_frames(args, tok, plan, *, decode: bool) -> int:
     """``--chunk-frames``, or the longest chunk that fits ``--max-memory`` (said on stderr)."""
     from vistok.pipelines.reconstruct import plan_chunks
 
-    chunk_frames, choice = plan_chunks(tok, plan, args.chunk_frames, args.max_memory, decode=decode)
+    chunk_frames, choice = plan_chunks(tok, plan, args.chunk_frames, args.max_memory, decode=decode,
+                                       tile=getattr(args, "tile", None))
     if choice is not None:
         print(f"memory: {choice.describe()}", file=sys.stderr)
     return chunk_frames
@@ -130,6 +131,7 @@ def cmd_train(args) -> int:
 def cmd_reconstruct(args) -> int:
     from vistok.files import media_writer
     from vistok.pipelines.reconstruct import plan_media, reconstruct_media
+    from vistok.pipelines.tiling import TiledReconstruction
 
     check_input_file(args.input)
     check_output_file(args.output, [args.input, args.metrics])
@@ -137,9 +139,12 @@ def cmd_reconstruct(args) -> int:
         check_output_file(args.metrics, [args.input, args.output], what="--metrics file")
     tok = _load(args.model)
     plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames, max_pixels=_max_pixels(args))
+    if args.tile is not None:
+        TiledReconstruction(tok, *plan.size, args.tile, args.tile_overlap)  # bad tile sizes refused before any work
     chunk_frames = _chunk_frames(args, tok, plan, decode=True)
     with media_writer(args.output, fps=plan.fps) as write:  # frames go out as they are decoded
-        rec = reconstruct_media(tok, plan, chunk_frames, progress=_progress("reconstruct"), sink=write, keep_frames=False)
+        rec = reconstruct_media(tok, plan, chunk_frames, progress=_progress("reconstruct"), sink=write, keep_frames=False,
+                                tile=args.tile, tile_overlap=args.tile_overlap)
     for note in rec.plan.notes:
         print(f"note: {note}")
     print(f"{args.output}: {rec.summary()}")
@@ -637,6 +642,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("input", metavar="INPUT")
     r.add_argument("output", metavar="OUTPUT")
     media_opts(r)
+    r.add_argument("--tile", type=_at_least_one, metavar="PIXELS",
+                   help="take frames too large for the memory budget in overlapping square tiles of this size "
+                        "(a multiple of the model's spatial factor, e.g. 256); tiles are blended back, not exact")
+    r.add_argument("--tile-overlap", type=int, default=32, metavar="PIXELS",
+                   help="pixels neighbouring tiles share, blended with linear ramps (default 32)")
     r.add_argument("--metrics", help="also write the metrics as JSON to this file")
     r.set_defaults(func=cmd_reconstruct)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from vistok.configuration import Config, apply_overrides, from_dict, load_named
 from vistok.errors import VistokError
@@ -27,7 +28,6 @@ from vistok.generate.data import TokenSet, open_token_data
 from vistok.generate.render import check_tokenizer, decode_to_uint8
 from vistok.generate.tokens import factorized_cross_entropy
 from vistok.tokenizers.registry import load_tokenizer
-from vistok.train.distributed import wrap_model
 from vistok.train.logging import read_metrics
 from vistok.train.seeds import epoch_seed, step_seed
 from vistok.train.loop import LoopResult, OptimConfig, TrainingDiverged, TrainLoop, check_loop_settings
@@ -73,6 +73,9 @@ class LMTrainConfig(Config):
     sample_temperature: float = 1.0
     samples_per_class: int = 4
     device: str | None = None
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # across torchrun ranks: replicate (ddp) or shard (fsdp, FSDP2)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (memory for time)
+    compile: bool = False  # torch.compile the training forward
 
     def __post_init__(self):
         if self.preset not in LM_PRESETS:
@@ -152,7 +155,7 @@ class LMTrainer(TrainLoop):
         torch.manual_seed(cfg.seed)
         self.lm: TokenLM = build_lm(self.model_config).to(info.device)
         self.module = self.lm
-        self.model = wrap_model(self.lm, info, "ddp")
+        self.model = self.wrap(self.lm)
         decay = [p for p in self.lm.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.lm.parameters() if p.ndim < 2]
         o = cfg.optim
@@ -215,19 +218,18 @@ class LMTrainer(TrainLoop):
 
     # -- pictures ---------------------------------------------------------------------------------
 
-    def save_pictures(self) -> None:
-        self.save_samples()
+    def save_pictures(self, model: nn.Module) -> None:
+        self.save_samples(model)
         save_loss_plot(self.out / "losses.png", read_metrics(self.out / "metrics.jsonl"), keys=["loss", "accuracy", "lr"])
 
     @torch.no_grad()
-    def save_samples(self) -> Path | None:
-        """Decode a few samples (``samples_per_class`` per class, up to 10 classes) to
+    def save_samples(self, model: TokenLM) -> Path | None:
+        """Decode a few samples of ``model`` (``samples_per_class`` per class, up to 10 classes) to
         ``samples/step_XXXXXXX.png`` and ``samples_latest.png`` (main rank, with a tokenizer only).
         Sampling draws from its own seeded generator, never from the training RNG."""
         if not self.info.is_main or self.tokenizer is None:
             return None
         cfg = self.cfg
-        model = self.ema.shadow if self.ema else self.lm
         per = cfg.samples_per_class
         if self.model_config.num_classes:
             labels = torch.arange(min(self.model_config.num_classes, 10), device=self.info.device).repeat_interleave(per)

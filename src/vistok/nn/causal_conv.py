@@ -76,7 +76,8 @@ def _conv3d(conv: nn.Conv3d, x: Tensor) -> Tensor:
 
     For a batch of one on small maps PyTorch's backend heuristic picks the single-threaded
     ``slow_conv3d`` kernel, several times slower than oneDNN here (bench/tokenizer.py); inference on
-    one clip (the CLI, the codec) is exactly that case. Same arithmetic, differentiable.
+    one clip (the CLI, the codec) is exactly that case. Same arithmetic, differentiable. Under
+    ``torch.compile`` the plain convolution is traced and the compiler picks the kernel.
     """
     x = x.contiguous()  # here, not inside the kernel, so memory planning on "meta" sees the copy
     if (
@@ -85,6 +86,7 @@ def _conv3d(conv: nn.Conv3d, x: Tensor) -> Tensor:
         and conv.weight.dtype == torch.float32
         and not torch.is_autocast_enabled("cpu")
         and torch.backends.mkldnn.is_available()
+        and not torch.compiler.is_compiling()
     ):
         return torch.mkldnn_convolution(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
     return conv(x)

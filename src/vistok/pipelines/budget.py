@@ -178,8 +178,8 @@ def choose_chunk_frames(tok: Tokenizer, height: int, width: int, budget: int, *,
         what = "one frame needs" if frames == 1 else f"in chunks of {tc} frames need"
         raise VistokError(
             f"{width}x{height} frames {what} about {format_bytes(shortest)} (of which {format_bytes(fixed)} is the "
-            f"process itself), over the memory budget of {format_bytes(budget)}; raise --max-memory or pass "
-            f"--size to shrink the frames")
+            f"process itself), over the memory budget of {format_bytes(budget)}; raise --max-memory, pass "
+            f"--size to shrink the frames, or (reconstruct) --tile to take them in tiles")
     lo, hi, best = 1, longest // tc, shortest  # in units of tc: lo fits; find the largest that does
     while lo < hi:
         mid = (lo + hi + 1) // 2

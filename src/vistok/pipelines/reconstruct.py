@@ -26,7 +26,15 @@ from vistok.errors import VistokError
 from vistok.files import media_kind
 from vistok.limits import DEFAULT_MAX_FRAME_PIXELS
 from vistok.paths import check_input_file
-from vistok.pipelines.budget import ChunkChoice, choose_chunk_frames, default_budget
+from vistok.pipelines.budget import (
+    MAX_CHUNK_FRAMES,
+    RUNTIME_BYTES,
+    ChunkChoice,
+    choose_chunk_frames,
+    default_budget,
+    process_bytes,
+)
+from vistok.pipelines.tiling import TiledReconstruction
 from vistok.metrics.quality import frame_quality, uint8_frames
 from vistok.tokenizers.base import Tokenizer
 
@@ -128,7 +136,7 @@ class Reconstruction:
     plan: MediaPlan
     original: np.ndarray | None  # (t h w 3) uint8, on the tokenizer's grid; None unless kept
     reconstructed: np.ndarray | None  # (t h w 3) uint8; None unless kept
-    tokens: np.ndarray | None  # (t' h' w') int64; None for a continuous (KL) bottleneck
+    tokens: np.ndarray | None  # (t' h' w') int64; None for a continuous (KL) bottleneck or tiles
     metrics: dict
     chunk: ChunkChoice | None = None  # how the chunk length was chosen (None: given)
 
@@ -139,24 +147,35 @@ class Reconstruction:
             line += f"  SSIM {m['ssim']:.4f}"
         if m.get("ms_ssim") is not None:
             line += f"  MS-SSIM {m['ms_ssim']:.4f}"
+        tiles = f", {m['tiles']} tiles of {m['tile'][1]}x{m['tile'][0]}" if m.get("tile") else ""
         if m["bits_per_pixel_raw"] is None:
-            grid = "x".join(str(n) for n in m["token_grid"])
-            return line + f"  (continuous latent on a {grid} grid, no tokens)"
-        return line + f"  ({m['tokens']} tokens, {m['bits_per_pixel_raw']:.4f} bpp before entropy coding)"
+            grid = f" on a {'x'.join(str(n) for n in m['token_grid'])} grid" if m.get("token_grid") else ""
+            return line + f"  (continuous latent{grid}, no tokens{tiles})"
+        return line + f"  ({m['tokens']} tokens, {m['bits_per_pixel_raw']:.4f} bpp before entropy coding{tiles})"
 
 
 def plan_chunks(tok: Tokenizer, plan: MediaPlan, chunk_frames: int | None = None, max_memory: int | None = None, *,
-                decode: bool = True) -> tuple[int, ChunkChoice | None]:
+                decode: bool = True, tile: int | None = None) -> tuple[int, ChunkChoice | None]:
     """``chunk_frames`` when given (checked), else the longest chunk whose measured working set fits
     ``max_memory`` bytes (default: what the process holds plus half the available memory; see
-    :mod:`vistok.pipelines.budget`) with the choice; ``decode=False`` plans encoding alone."""
+    :mod:`vistok.pipelines.budget`) with the choice; ``decode=False`` plans encoding alone. With
+    ``tile`` the working set is one tile's (the tiles go through one after another) plus the whole
+    frames of the chunk: its input, the blended output and its uint8 copies."""
     tc = tok.temporal_compression
     if chunk_frames is not None:
         if chunk_frames < tc or chunk_frames % tc:
             raise VistokError(f"--chunk-frames must be a positive multiple of {tc}")
         return chunk_frames, None
     budget = max_memory if max_memory is not None else default_budget()
-    choice = choose_chunk_frames(tok, *plan.size, budget, frames=plan.frames, decode=decode, metrics=decode)
+    h, w = plan.size
+    if tile is None:
+        choice = choose_chunk_frames(tok, h, w, budget, frames=plan.frames, decode=decode, metrics=decode)
+        return choice.chunk_frames, choice
+    frame_bytes = h * w * 3 * (4 + 4 + 4 + 1 + 1)  # input, blended output, the tile weights' product, two uint8 copies
+    longest = MAX_CHUNK_FRAMES if plan.frames is None else max(tc, min(MAX_CHUNK_FRAMES, plan.frames))
+    fixed = process_bytes() + RUNTIME_BYTES + frame_bytes * (longest + 1)
+    choice = choose_chunk_frames(tok, min(tile, h), min(tile, w), budget, frames=plan.frames, decode=decode,
+                                 metrics=False, fixed=fixed)
     return choice.chunk_frames, choice
 
 
@@ -192,10 +211,14 @@ def reconstruct_media(
     sink: Callable[[np.ndarray], None] | None = None,
     keep_frames: bool = True,
     choice: ChunkChoice | None = None,
+    tile: int | None = None,
+    tile_overlap: int = 0,
 ) -> Reconstruction:
     """Tokenize the planned media and decode it again, streaming: each decoded chunk goes to
     ``sink`` (``t h w 3`` uint8, e.g. a video writer) and is then dropped unless ``keep_frames``;
-    metrics are computed frame by frame on uint8-rounded frames."""
+    metrics are computed frame by frame on uint8-rounded frames. ``tile``: frames go through in
+    overlapping square tiles of that many pixels (:mod:`vistok.pipelines.tiling`; not exact, and
+    ``tokens`` is then None: each tile has its own grid)."""
     tc = tok.temporal_compression
     originals, recons, tokens = [], [], []
     per_frame: dict[str, list[float]] = {}
@@ -208,16 +231,13 @@ def reconstruct_media(
             yield chunk.to(dtype)
 
     continuous = tok.vocab_size is None  # a KL tokenizer: no tokens, its codes go to the decoder
-    encoded = tok.encode_codes_stream(source()) if continuous else tok.encode_stream(source())
-
-    def passed_on():
-        for piece in encoded:
-            tokens.append((piece[0, 0] if continuous else piece[0]).cpu().numpy())  # (t' h' w') grid
-            yield piece
-
-    decoded = tok.decode_codes_stream(passed_on()) if continuous else tok.decode_stream(passed_on())
+    tiles = TiledReconstruction(tok, *plan.size, tile, tile_overlap)
+    token_count = 0
     done = 0
-    for x_hat in decoded:
+    for x_hat, pieces in tiles.run(source()):
+        if len(tiles) == 1:
+            tokens.append(pieces[0].cpu().numpy())  # (t' h' w') grid
+        token_count += sum(p.numel() for p in pieces)
         orig_u8 = to_uint8(pending.pop(0)[0])
         rec_u8 = to_uint8(x_hat[0].float())
         del x_hat
@@ -233,7 +253,7 @@ def reconstruct_media(
         done += len(rec_u8)
         if progress is not None:
             progress(done, plan.frames)
-    toks = np.concatenate(tokens)
+    toks = np.concatenate(tokens) if tokens else None  # one grid; tiles have one each
     h, w = plan.size
     vocab = tok.vocab_size or 0
     metrics = {k: float(np.mean(v)) for k, v in per_frame.items()}
@@ -244,10 +264,12 @@ def reconstruct_media(
         frames=done,
         height=h,
         width=w,
-        tokens=0 if continuous else int(toks.size),
-        token_grid=list(toks.shape),
-        bits_per_pixel_raw=None if continuous else toks.size * math.log2(max(vocab, 2)) / (done * h * w),
+        tokens=0 if continuous else token_count,
+        token_grid=list(toks.shape) if toks is not None else None,
+        bits_per_pixel_raw=None if continuous else token_count * math.log2(max(vocab, 2)) / (done * h * w),
         chunk_frames=chunk_frames,
+        tiles=len(tiles),
+        tile=list(tiles.tile_size) if len(tiles) > 1 else None,
         notes=plan.notes,
     )
     return Reconstruction(plan, np.concatenate(originals) if keep_frames else None,

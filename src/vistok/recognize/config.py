@@ -191,6 +191,9 @@ class ClassifierTrainConfig(Config):
     checkpoint_every: int = 500
     picture_every: int = 500
     device: str | None = None
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # across torchrun ranks: replicate (ddp) or shard (fsdp, FSDP2)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (memory for time)
+    compile: bool = False  # torch.compile the training forward
 
     def __post_init__(self):
         if self.preset not in RECOGNIZER_PRESETS:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from vistok.atomic import atomic_write_text
@@ -29,7 +30,6 @@ from vistok.recognize.config import ClassifierTrainConfig, RecognizerConfig
 from vistok.recognize.data import RecognitionSet, labelled_items, load_recognition_set
 from vistok.recognize.model import Recognizer, load_recognizer
 from vistok.tokenizers.registry import load_tokenizer
-from vistok.train.distributed import wrap_model
 from vistok.train.logging import read_metrics
 from vistok.train.loop import LoopResult, TrainLoop, lr_at
 from vistok.train.seeds import derive_seed, step_seed
@@ -71,7 +71,7 @@ class ClassifierTrainer(TrainLoop):
         if cfg.init_from:
             self.recognizer.load_encoder(load_recognizer(cfg.init_from), cfg.init_from)
         self.module = self.recognizer
-        self.model = wrap_model(self.recognizer, info, "ddp")
+        self.model = self.wrap(self.recognizer)
         self.optimizers = {"finetune": self._adamw(cfg.optim)}
         if self.pretrain_steps:
             self.optimizers["pretrain"] = self._adamw(cfg.pretrain_optim)
@@ -141,8 +141,10 @@ class ClassifierTrainer(TrainLoop):
 
     def train_step(self, batch: tuple[str, torch.Tensor]) -> dict[str, float]:
         phase, items = batch
-        if phase == "finetune" and self.step == self.pretrain_steps and self.pretrain_steps and self.info.is_main:
-            self.recognizer.save_pretrained(self.out / PRETRAINED_DIR)  # the encoder as pretraining left it
+        if phase == "finetune" and self.step == self.pretrain_steps and self.pretrain_steps:
+            encoder = self.whole_model(ema=False)  # every rank: under FSDP2 this gathers the shards
+            if self.info.is_main:
+                encoder.save_pretrained(self.out / PRETRAINED_DIR)  # the encoder as pretraining left it
         cfg, device = self.cfg, self.info.device
         opt = self.optimizers[phase]
         lr = self.lr()
@@ -171,7 +173,7 @@ class ClassifierTrainer(TrainLoop):
         stats["pretraining"] = float(phase == "pretrain")
         return stats
 
-    def save_pictures(self) -> None:
+    def save_pictures(self, model: nn.Module) -> None:
         rows = read_metrics(self.out / "metrics.jsonl")
         keys = [k for k in ("loss", "accuracy", "mse", "lr") if any(k in r for r in rows)]
         save_loss_plot(self.out / "losses.png", rows, keys=keys)

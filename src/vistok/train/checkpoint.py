@@ -9,6 +9,7 @@ intact. It is read back with ``torch.load(weights_only=True)``: tensors and plai
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +75,107 @@ def save_checkpoint_on_main(path: Path, state_fn, info) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+# -- sharded checkpoints (FSDP2) -------------------------------------------------------------------
+#
+# Under FSDP2 no rank holds the whole model, and gathering it on one rank to save would need the
+# memory sharding exists to avoid. Every rank then writes its own shards of every DTensor (model,
+# EMA, optimizer moments, discriminator) with torch.distributed.checkpoint into a folder named by
+# the step, ``checkpoint-shards-<step>``; the main rank writes ``checkpoint.pt`` as always, with
+# each sharded tensor replaced by a marker naming its key there. ``checkpoint.pt`` is replaced only
+# after its folder is complete, and older folders are removed only after that, so a run killed at
+# any point leaves a checkpoint and the folder it names.
+
+SHARDS_PREFIX = "checkpoint-shards-"
+_MARK = "__sharded__"
+
+
+def _split_sharded(state: Any, path: str, shards: dict) -> Any:
+    from vistok.train.distributed import is_dtensor
+
+    if isinstance(state, dict):
+        return {k: _split_sharded(v, f"{path}/{k}", shards) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_split_sharded(v, f"{path}/{i}", shards) for i, v in enumerate(state)]
+    if is_dtensor(state):
+        if any(not (p.is_shard() and p.dim == 0) for p in state.placements):
+            raise VistokError(f"cannot checkpoint {path}: only FSDP2's dim-0 shards are supported, not {state.placements}")
+        shards[path] = state
+        return {_MARK: path, "shape": list(state.shape), "dtype": str(state.dtype).removeprefix("torch.")}
+    return state
+
+
+def _join_sharded(state: Any, loaded: dict) -> Any:
+    if isinstance(state, dict):
+        if _MARK in state:
+            return loaded[state[_MARK]]
+        return {k: _join_sharded(v, loaded) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_join_sharded(v, loaded) for v in state]
+    return state
+
+
+def _markers(state: Any) -> list[dict]:
+    if isinstance(state, dict):
+        if _MARK in state:
+            return [state]
+        return [m for v in state.values() for m in _markers(v)]
+    if isinstance(state, list):
+        return [m for v in state for m in _markers(v)]
+    return []
+
+
+def save_sharded_checkpoint(path: Path, state: dict[str, Any], info) -> Path:
+    """Every rank calls this with its own ``state`` (DTensor shards where sharded): the shards go to
+    ``checkpoint-shards-<step>`` beside ``path``, the rest to ``path`` from the main rank."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    path = Path(path)
+    shards: dict[str, torch.Tensor] = {}
+    skeleton = _split_sharded(state, "", shards)
+    folder = path.parent / f"{SHARDS_PREFIX}{int(state['step']):08d}"
+    partial = folder.with_name(folder.name + ".partial")
+    if info.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_tree(partial)
+    dist.barrier()
+    dcp.save(shards, checkpoint_id=str(partial))
+    dist.barrier()
+    if info.is_main:
+        _remove_tree(folder)
+        partial.rename(folder)
+        skeleton["shards"] = folder.name
+        save_checkpoint(path, skeleton)
+        for old in path.parent.glob(f"{SHARDS_PREFIX}*"):
+            if old.name != folder.name:
+                _remove_tree(old)
+    dist.barrier()
+    return path
+
+
+def load_sharded_state(state: dict[str, Any], folder: Path, like: torch.Tensor) -> dict[str, Any]:
+    """``state`` (read from ``checkpoint.pt``) with each marker replaced by this rank's shards of
+    that tensor from ``folder``, sharded as ``like`` (a parameter of the running FSDP2 model) is.
+    Every rank calls this."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.tensor import empty as dtensor_empty
+
+    if not folder.is_dir():
+        raise VistokError(f"cannot resume: the checkpoint's shards folder {folder} is missing")
+    targets = {
+        m[_MARK]: dtensor_empty(*m["shape"], dtype=getattr(torch, m["dtype"]), device_mesh=like.device_mesh,
+                                placements=like.placements)
+        for m in _markers(state)
+    }
+    try:
+        dcp.load(targets, checkpoint_id=str(folder))
+    except Exception as e:  # a foreign, truncated or differently shaped folder
+        raise VistokError(f"cannot read the checkpoint shards in {folder}: {str(e).splitlines()[0]}") from None
+    return _join_sharded(state, targets)
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)

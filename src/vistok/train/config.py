@@ -104,7 +104,9 @@ class TrainConfig(Config):
     log_every: int = 10
     image_every: int = 100
     checkpoint_every: int = 100
-    distributed: Literal["ddp", "fsdp"] = "ddp"
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # across torchrun ranks: replicate (ddp) or shard (fsdp, FSDP2)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (memory for time)
+    compile: bool = False  # torch.compile the training forward
     device: str | None = None
     # Progressive training: when set, the run is these stages in order and ``steps`` is their sum.
     stages: list[StageConfig] = field(default_factory=list)

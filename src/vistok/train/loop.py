@@ -16,6 +16,7 @@ of RNG states the checkpoint restores.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -32,8 +33,26 @@ from vistok.atomic import atomic_write_text, remove_stale_temporaries
 from vistok.configuration import Config, to_dict
 from vistok.errors import VistokError
 from vistok.paths import FolderLock, check_output_dir
-from vistok.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint_on_main, set_rng_state
-from vistok.train.distributed import DistInfo, any_rank, cleanup_distributed, setup_distributed
+from vistok.train.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    load_sharded_state,
+    rng_state,
+    save_checkpoint_on_main,
+    save_sharded_checkpoint,
+    set_rng_state,
+)
+from vistok.train.distributed import (
+    DistInfo,
+    any_rank,
+    cleanup_distributed,
+    full_tensors,
+    is_dtensor,
+    is_sharded,
+    set_gradient_sync,
+    setup_distributed,
+    wrap_model,
+)
 from vistok.train.ema import EMA
 from vistok.train.logging import MetricsLog, Progress
 
@@ -124,7 +143,9 @@ class TrainLoop:
         self.info: DistInfo = setup_distributed(cfg.device)
         self.step = 0
         self.out_of_time = False
+        self._whole: nn.Module | None = None  # FSDP2: the main rank's unsharded copy (see whole_model)
         self.build()
+        self.sharded = is_sharded(self.module)
         self.ema = EMA(self.module, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.lock: FolderLock | None = None
         if self.info.is_main:
@@ -182,8 +203,8 @@ class TrainLoop:
         """Extra metrics over the last logging window (e.g. codebook usage)."""
         return {}
 
-    def save_pictures(self) -> None:
-        """Pictures of the model as it is now (main rank)."""
+    def save_pictures(self, model: nn.Module) -> None:
+        """Pictures of ``model`` (the whole model as it is now: :meth:`whole_model`), on the main rank."""
 
     @property
     def picture_every(self) -> int:
@@ -191,6 +212,31 @@ class TrainLoop:
         raise NotImplementedError
 
     # -- shared pieces of a step ----------------------------------------------------------------------
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """``module`` wrapped as the run's settings say (``distributed``: ddp or fsdp across ranks,
+        ``activation_checkpointing``, ``compile``); what :meth:`build` calls for every trained module.
+        For ``self.module`` under FSDP2 the main rank first keeps an unsharded copy, which
+        :meth:`whole_model` fills with the gathered weights for pictures and export."""
+        cfg = self.cfg
+        strategy = getattr(cfg, "distributed", "ddp")
+        if module is self.module and strategy == "fsdp" and self.info.enabled and self.info.is_main:
+            self._whole = copy.deepcopy(module).eval().requires_grad_(False)
+        return wrap_model(module, self.info, strategy, activation_checkpointing=cfg.activation_checkpointing,
+                          compile=cfg.compile)
+
+    def whole_model(self, ema: bool = True) -> nn.Module | None:
+        """The trained model as one whole module: the EMA weights when ``ema`` and the run keeps them,
+        else the raw ones. Under FSDP2 every rank must call this (the shards are gathered) and only
+        the main rank gets the module (the others None)."""
+        use_ema = ema and self.ema is not None
+        if not self.sharded:
+            return self.ema.shadow if use_ema else self.module
+        state = full_tensors(self.ema.state() if use_ema else self.module.state_dict())
+        if not self.info.is_main:
+            return None
+        self._whole.load_state_dict(state)
+        return self._whole
 
     @property
     def total_steps(self) -> int:
@@ -228,9 +274,7 @@ class TrainLoop:
         n = len(chunks)
         totals: dict[str, float] = {}
         for i, chunk in enumerate(chunks):
-            last = i == n - 1
-            sync = nullcontext() if (last or not self.info.enabled or not hasattr(model, "no_sync")) else model.no_sync()
-            with sync:
+            with set_gradient_sync(model, i == n - 1 or not self.info.enabled):
                 with self.autocast():
                     loss, stats = loss_fn(chunk)
                 self.check_finite(loss, stats)
@@ -244,6 +288,8 @@ class TrainLoop:
         params = [p for p in parameters if p.grad is not None]
         clip = self.cfg.optim.grad_clip
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        if is_dtensor(norm):  # FSDP2: the norm over all ranks' shards
+            norm = norm.full_tensor()
         if not torch.isfinite(norm):
             raise TrainingDiverged(f"non-finite gradient norm at step {self.step}; lower optim.lr or use precision=fp32")
         optimizer.step()
@@ -267,6 +313,11 @@ class TrainLoop:
         state = load_checkpoint(path)
         if "optimizers" not in state or "config" not in state:
             raise VistokError(f"{path} was written by an older vistok and cannot be resumed by this one")
+        if ("shards" in state) != self.sharded:
+            how = "sharded (FSDP2 on several ranks)" if "shards" in state else "whole (one process or DDP)"
+            raise VistokError(f"cannot resume: {path} is {how}; resume it with the distributed setting and rank count it was written with")
+        if self.sharded:
+            state = load_sharded_state(state, path.parent / state["shards"], next(self.module.parameters()))
         self.check_resume(state)
         self.module.load_state_dict(state["model"])
         if self.ema and state.get("ema"):
@@ -279,14 +330,18 @@ class TrainLoop:
         self.step = int(state["step"])
 
     def save_checkpoint(self) -> None:
-        save_checkpoint_on_main(self.out / CHECKPOINT_NAME, self._state, self.info)
+        if self.sharded:
+            save_sharded_checkpoint(self.out / CHECKPOINT_NAME, self._state(), self.info)
+        else:
+            save_checkpoint_on_main(self.out / CHECKPOINT_NAME, self._state, self.info)
 
     def export(self) -> Path:
         """``out/model``: the EMA weights (or the raw ones without EMA) via ``save_pretrained``, and
         ``out/train_config.json``."""
         d = self.out / "model"
+        model = self.whole_model()
         if self.info.is_main:
-            (self.ema.shadow if self.ema else self.module).save_pretrained(d)
+            model.save_pretrained(d)
             atomic_write_text(self.out / "train_config.json", json.dumps(to_dict(self.cfg), indent=2) + "\n")
         return d
 
@@ -332,8 +387,7 @@ class TrainLoop:
                         log.write(self.step, last)
                     window = {}
                 if self.step % self.picture_every == 0 or self.step == self.total_steps:
-                    if info.is_main:
-                        self.save_pictures()
+                    self._draw_pictures()
                 if self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps:
                     self.save_checkpoint()
         finally:
@@ -341,11 +395,15 @@ class TrainLoop:
         if self.out_of_time:
             if self.step % cfg.checkpoint_every:
                 self.save_checkpoint()
-            if info.is_main:
-                self.save_pictures()
+            self._draw_pictures()
         finished = self.step >= self.total_steps or self.out_of_time
         model_dir = self.export() if finished else self.out / "model"
         return LoopResult(out_dir=self.out, step=self.step, model_dir=model_dir, last_metrics=last)
+
+    def _draw_pictures(self) -> None:
+        model = self.whole_model()  # every rank: under FSDP2 this gathers the shards
+        if self.info.is_main:
+            self.save_pictures(model)
 
     def close(self) -> None:
         if getattr(self, "lock", None) is not None:

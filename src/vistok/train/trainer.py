@@ -26,7 +26,7 @@ from vistok.metrics.quality import psnr
 from vistok.tokenizers.base import TOKENIZERS, Tokenizer
 from vistok.train.batches import build_batches
 from vistok.train.config import TrainConfig
-from vistok.train.distributed import unwrap, wrap_model
+from vistok.train.distributed import unwrap
 from vistok.train.logging import read_metrics
 from vistok.train.loop import LoopResult, TrainingDiverged, TrainLoop
 from vistok.pictures import save_loss_plot, save_reconstruction_grid
@@ -55,7 +55,7 @@ class Trainer(TrainLoop):
             self.fresh_parameters = warm_start(tok, cfg.init_from)
         tok = tok.to(info.device)
         self.tokenizer = self.module = tok
-        self.model = wrap_model(tok, info, cfg.distributed)
+        self.model = self.wrap(tok)
         perceptual = build_perceptual(cfg.perceptual_weights) if cfg.loss.perceptual_weight > 0 else None
         self.objective = TokenizerLoss(cfg.loss, perceptual=perceptual).to(info.device)
         self.discriminator: nn.Module | None = None
@@ -65,7 +65,7 @@ class Trainer(TrainLoop):
         if cfg.loss.adversarial_weight > 0:
             disc = StyleGANDiscriminator3D(cfg.discriminator_config().replace(in_channels=tok.in_channels))
             self.discriminator = disc.to(info.device)
-            self.disc_model = wrap_model(self.discriminator, info, cfg.distributed)
+            self.disc_model = self.wrap(self.discriminator)
             self.optimizers["discriminator"] = torch.optim.AdamW(
                 self.discriminator.parameters(), lr=o.disc_lr, betas=o.disc_betas, weight_decay=0.0
             )
@@ -155,11 +155,10 @@ class Trainer(TrainLoop):
         return usage
 
     @torch.no_grad()
-    def save_pictures(self) -> None:
+    def save_pictures(self, model: nn.Module) -> None:
         preview = self._preview
         if preview is None:
             return
-        model = self.ema.shadow if self.ema else self.tokenizer
         was = model.training
         model.eval()
         x_hat = model(preview).x_hat
