@@ -2,7 +2,8 @@
 
 :class:`TrainLoop` owns what all trainers share: distributed set-up (one process or ``torchrun``),
 the seed, AdamW learning-rate warm-up and cosine decay, gradient accumulation (DDP ``no_sync`` on
-all but the last micro-batch), bf16 autocast, gradient clipping, EMA weights, divergence detection,
+all but the last micro-batch), DDP or FSDP2 with sharded checkpoints, activation checkpointing
+and compile (:meth:`wrap`), bf16 autocast, gradient clipping, EMA weights, divergence detection,
 the logging / picture / checkpoint cadence, atomic checkpoints and exact resume, the time budget,
 stale temporaries of killed runs, and the export of ``out/model`` with ``save_pretrained``.
 
@@ -219,7 +220,7 @@ class TrainLoop:
         For ``self.module`` under FSDP2 the main rank first keeps an unsharded copy, which
         :meth:`whole_model` fills with the gathered weights for pictures and export."""
         cfg = self.cfg
-        strategy = getattr(cfg, "distributed", "ddp")
+        strategy = cfg.distributed
         if module is self.module and strategy == "fsdp" and self.info.enabled and self.info.is_main:
             self._whole = copy.deepcopy(module).eval().requires_grad_(False)
         return wrap_model(module, self.info, strategy, activation_checkpointing=cfg.activation_checkpointing,
