@@ -23,7 +23,7 @@ from vistok.generate.base import build_lm
 from vistok.generate.config import lm_config
 from vistok.pipelines.budget import LiveTensorBytes, format_bytes
 from vistok.tokenizers.registry import load_tokenizer
-from vistok.train.distributed import checkpoint_activations, model_blocks
+from vistok.train.distributed import checkpoint_activations
 
 
 def tokenizer_case(size: int, frames: int, batch: int):
@@ -92,7 +92,6 @@ def main() -> None:
               f"{format_bytes(plain['peak_bytes'])} -> {format_bytes(recomputed['peak_bytes'])} "
               f"(x{row['memory_ratio']:.2f}), time {plain['seconds']:.2f} s -> {recomputed['seconds']:.2f} s "
               f"(x{row['time_ratio']:.2f})", flush=True)
-        assert blocks == len(model_blocks(model))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -605,15 +605,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def run_flags(q, example: str, *, minutes: bool = True):
+        """The flags every training command shares: --set, --resume, (--minutes,) --quiet."""
+        q.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help=f"override a config value, e.g. {example} (repeatable)")
+        q.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+        if minutes:
+            q.add_argument("--minutes", type=float, help="time budget: stop, checkpoint and export after this long")
+        q.add_argument("--quiet", action="store_true", help="no progress bar")
+
     t = sub.add_parser("train", help="train a tokenizer", description="Train a tokenizer (alone, or under torchrun for several processes/GPUs).")
     t.add_argument("config", help="a training preset (tiny, ucf-128, imagenet-256) or a YAML file")
     t.add_argument("--data", help="folder of videos and/or images, one media file, or a folder of .tar shards "
                    "(default: the sample media shipped with the install)")
     t.add_argument("--steps", type=int, help="total training steps (overrides the config)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. optim.lr=3e-4 (repeatable)")
     t.add_argument("--out", required=True, help="run directory: checkpoint.pt, metrics.jsonl, pictures, model/")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    run_flags(t, "optim.lr=3e-4", minutes=False)
     t.set_defaults(func=cmd_train)
 
     def frame_budget(q, what, flag="--max-frame-pixels"):
@@ -808,13 +815,9 @@ def build_parser() -> argparse.ArgumentParser:
                     ".npz, or a folder of those (one sub-folder per class for labels)")
     lt.add_argument("--out", default="lm-run", help="run directory: checkpoint.pt, metrics.jsonl, samples, model/ "
                     "(default lm-run)")
-    lt.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    lt.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="override a config value, e.g. model.kind=ar or optim.lr=1e-3 (repeatable)")
     lt.add_argument("--tokenizer", metavar="MODEL", help="the tokenizer the tokens came from: draws sample pictures")
     lt.add_argument("--steps", type=int, help="total training steps (overrides the config)")
-    lt.add_argument("--minutes", type=float, help="time budget: stop, checkpoint and export after this long")
-    lt.add_argument("--quiet", action="store_true", help="no progress bar")
+    run_flags(lt, "model.kind=ar or optim.lr=1e-3")
     lt.set_defaults(func=cmd_train_lm)
 
     tc = sub.add_parser("train-classifier", help="train a classifier on pixels or tokens, optionally after masked pretraining",
@@ -833,11 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--pretrain-steps", type=_int_at_least(0, "0 or more"), help="pretraining steps (overrides the config)")
     tc.add_argument("--label-fraction", type=float, help="share of the labels fine-tuning may use, per class (default 1)")
     tc.add_argument("--seed", type=_int_at_least(0, "0 or more"), help="random seed (default 0)")
-    tc.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    tc.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="override a config value, e.g. model.dim=256, size=64, init_from=RUN/pretrained (repeatable)")
-    tc.add_argument("--minutes", type=float, help="time budget: stop, checkpoint and export after this long")
-    tc.add_argument("--quiet", action="store_true", help="no progress bar")
+    run_flags(tc, "model.dim=256, size=64, init_from=RUN/pretrained")
     tc.set_defaults(func=cmd_train_classifier)
 
     cl = sub.add_parser("classify", help="classify images or clips with a train-classifier run",

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from vistok.configuration import Config, apply_overrides, from_dict, load_named
+from vistok.configuration import apply_overrides, from_dict, load_named
 from vistok.errors import VistokError
 from vistok.generate.base import TokenLM, build_lm
 from vistok.generate.config import LM_PRESETS, LMConfig, lm_config
@@ -30,7 +30,7 @@ from vistok.generate.tokens import factorized_cross_entropy
 from vistok.tokenizers.registry import load_tokenizer
 from vistok.train.logging import read_metrics
 from vistok.train.seeds import epoch_seed, step_seed
-from vistok.train.loop import LoopResult, OptimConfig, TrainingDiverged, TrainLoop, check_loop_settings
+from vistok.train.loop import LoopResult, OptimConfig, ScaleConfig, TrainingDiverged, TrainLoop, check_loop_settings
 from vistok.pictures import save_loss_plot, save_picture, tile
 
 __all__ = ["LMOptimConfig", "LMTrainConfig", "LMTrainer", "LMTrainResult", "TrainingDiverged",
@@ -49,7 +49,7 @@ class LMOptimConfig(OptimConfig):
 
 
 @dataclass
-class LMTrainConfig(Config):
+class LMTrainConfig(ScaleConfig):
     """``preset``: a model size (:data:`LM_PRESETS`); ``model``: :class:`LMConfig` overrides (``kind``,
     ``num_classes``, ``frame_condition_prob``, ...), validated against :class:`LMConfig` when this
     config is built. ``data``: a token set, an encode file or a folder of them. ``tokenizer``: the
@@ -73,9 +73,6 @@ class LMTrainConfig(Config):
     sample_temperature: float = 1.0
     samples_per_class: int = 4
     device: str | None = None
-    distributed: Literal["ddp", "fsdp"] = "ddp"  # across torchrun ranks: replicate (ddp) or shard (fsdp, FSDP2)
-    activation_checkpointing: bool = False  # recompute each block's activations in backward (memory for time)
-    compile: bool = False  # torch.compile the training forward
 
     def __post_init__(self):
         if self.preset not in LM_PRESETS:

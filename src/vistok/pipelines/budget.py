@@ -157,11 +157,13 @@ class ChunkChoice:
 
 
 def choose_chunk_frames(tok: Tokenizer, height: int, width: int, budget: int, *, frames: int | None = None,
-                        decode: bool = True, metrics: bool = True, fixed: int | None = None) -> ChunkChoice:
+                        decode: bool = True, metrics: bool = True, fixed: int | None = None,
+                        per_frame: int = 0) -> ChunkChoice:
     """The longest chunk (a multiple of the temporal factor, at most :data:`MAX_CHUNK_FRAMES` and
     no longer than the clip needs) whose estimate (``fixed``, default what the process holds now
-    plus :data:`RUNTIME_BYTES`, plus :data:`HEADROOM` times the measured peak) fits ``budget``
-    bytes; a clear error when not even the shortest does."""
+    plus :data:`RUNTIME_BYTES`, plus :data:`HEADROOM` times the measured peak, plus ``per_frame``
+    bytes for each frame of the largest chunk, the first one included) fits ``budget`` bytes; a
+    clear error when not even the shortest does."""
     tc = tok.temporal_compression
     fixed = process_bytes() + RUNTIME_BYTES if fixed is None else fixed
     meta_tok = meta_copy(tok)
@@ -171,7 +173,7 @@ def choose_chunk_frames(tok: Tokenizer, height: int, width: int, budget: int, *,
 
     def estimate(chunk: int) -> int:
         peak = streaming_peak_bytes(meta_tok, height, width, chunk, frames=frames, decode=decode, metrics=metrics)
-        return fixed + int(HEADROOM * peak)
+        return fixed + int(HEADROOM * peak) + per_frame * (chunk + 1)
 
     shortest = estimate(tc)
     if shortest > budget:

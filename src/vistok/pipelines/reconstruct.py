@@ -26,14 +26,7 @@ from vistok.errors import VistokError
 from vistok.files import media_kind
 from vistok.limits import DEFAULT_MAX_FRAME_PIXELS
 from vistok.paths import check_input_file
-from vistok.pipelines.budget import (
-    MAX_CHUNK_FRAMES,
-    RUNTIME_BYTES,
-    ChunkChoice,
-    choose_chunk_frames,
-    default_budget,
-    process_bytes,
-)
+from vistok.pipelines.budget import ChunkChoice, choose_chunk_frames, default_budget
 from vistok.pipelines.tiling import TiledReconstruction
 from vistok.metrics.quality import frame_quality, uint8_frames
 from vistok.tokenizers.base import Tokenizer
@@ -172,10 +165,8 @@ def plan_chunks(tok: Tokenizer, plan: MediaPlan, chunk_frames: int | None = None
         choice = choose_chunk_frames(tok, h, w, budget, frames=plan.frames, decode=decode, metrics=decode)
         return choice.chunk_frames, choice
     frame_bytes = h * w * 3 * (4 + 4 + 4 + 1 + 1)  # input, blended output, the tile weights' product, two uint8 copies
-    longest = MAX_CHUNK_FRAMES if plan.frames is None else max(tc, min(MAX_CHUNK_FRAMES, plan.frames))
-    fixed = process_bytes() + RUNTIME_BYTES + frame_bytes * (longest + 1)
     choice = choose_chunk_frames(tok, min(tile, h), min(tile, w), budget, frames=plan.frames, decode=decode,
-                                 metrics=False, fixed=fixed)
+                                 metrics=False, per_frame=frame_bytes)
     return choice.chunk_frames, choice
 
 

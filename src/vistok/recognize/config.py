@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 from vistok.configuration import Config, apply_overrides, from_dict, load_named
 from vistok.errors import VistokError
 from vistok.generate.tokens import TokenFactorization, auto_num_subtokens
-from vistok.train.loop import OptimConfig, check_loop_settings
+from vistok.train.loop import OptimConfig, ScaleConfig, check_loop_settings
 
 INPUTS = ("pixels", "tokens")
 PRETRAIN = ("none", "tokens", "pixels")
@@ -155,7 +155,7 @@ class RecognitionOptimConfig(OptimConfig):
 
 
 @dataclass
-class ClassifierTrainConfig(Config):
+class ClassifierTrainConfig(ScaleConfig):
     """A recognition run: optional masked pretraining (``pretrain_steps`` on every training item,
     labels unused), then ``steps`` of supervised fine-tuning on ``label_fraction`` of the labels
     (chosen per class with the seed).
@@ -191,9 +191,6 @@ class ClassifierTrainConfig(Config):
     checkpoint_every: int = 500
     picture_every: int = 500
     device: str | None = None
-    distributed: Literal["ddp", "fsdp"] = "ddp"  # across torchrun ranks: replicate (ddp) or shard (fsdp, FSDP2)
-    activation_checkpointing: bool = False  # recompute each block's activations in backward (memory for time)
-    compile: bool = False  # torch.compile the training forward
 
     def __post_init__(self):
         if self.preset not in RECOGNIZER_PRESETS:

@@ -106,24 +106,16 @@ def _split_sharded(state: Any, path: str, shards: dict) -> Any:
     return state
 
 
-def _join_sharded(state: Any, loaded: dict) -> Any:
+def _join_sharded(state: Any, make, targets: dict) -> Any:
+    """``state`` with each marker replaced by ``make(marker)``, also kept in ``targets`` by key."""
     if isinstance(state, dict):
         if _MARK in state:
-            return loaded[state[_MARK]]
-        return {k: _join_sharded(v, loaded) for k, v in state.items()}
+            targets[state[_MARK]] = make(state)
+            return targets[state[_MARK]]
+        return {k: _join_sharded(v, make, targets) for k, v in state.items()}
     if isinstance(state, list):
-        return [_join_sharded(v, loaded) for v in state]
+        return [_join_sharded(v, make, targets) for v in state]
     return state
-
-
-def _markers(state: Any) -> list[dict]:
-    if isinstance(state, dict):
-        if _MARK in state:
-            return [state]
-        return [m for v in state.values() for m in _markers(v)]
-    if isinstance(state, list):
-        return [m for v in state for m in _markers(v)]
-    return []
 
 
 def save_sharded_checkpoint(path: Path, state: dict[str, Any], info) -> Path:
@@ -164,16 +156,17 @@ def load_sharded_state(state: dict[str, Any], folder: Path, like: torch.Tensor) 
 
     if not folder.is_dir():
         raise VistokError(f"cannot resume: the checkpoint's shards folder {folder} is missing")
-    targets = {
-        m[_MARK]: dtensor_empty(*m["shape"], dtype=getattr(torch, m["dtype"]), device_mesh=like.device_mesh,
-                                placements=like.placements)
-        for m in _markers(state)
-    }
+    def make(m: dict) -> torch.Tensor:
+        return dtensor_empty(*m["shape"], dtype=getattr(torch, m["dtype"]), device_mesh=like.device_mesh,
+                             placements=like.placements)
+
+    targets: dict[str, torch.Tensor] = {}
+    joined = _join_sharded(state, make, targets)
     try:
-        dcp.load(targets, checkpoint_id=str(folder))
+        dcp.load(targets, checkpoint_id=str(folder))  # fills the targets in place
     except Exception as e:  # a foreign, truncated or differently shaped folder
         raise VistokError(f"cannot read the checkpoint shards in {folder}: {str(e).splitlines()[0]}") from None
-    return _join_sharded(state, targets)
+    return joined
 
 
 def _remove_tree(path: Path) -> None:

@@ -12,7 +12,7 @@ from vistok.errors import VistokError
 from vistok.losses.adversarial import DiscriminatorConfig
 from vistok.losses.objective import LossConfig
 from vistok.tokenizers.registry import TOKENIZERS
-from vistok.train.loop import OptimConfig, check_loop_settings
+from vistok.train.loop import OptimConfig, ScaleConfig, check_loop_settings
 
 
 @dataclass
@@ -79,7 +79,7 @@ class StageConfig(Config):
 
 
 @dataclass
-class TrainConfig(Config):
+class TrainConfig(ScaleConfig):
     """A tokenizer training run. ``model_type`` names the tokenizer family, ``preset`` its size, and
     ``model`` overrides that preset's fields -- validated against the family's config class (typed,
     unknown keys refused) as soon as this config is built. ``discriminator``: a ``preset`` name
@@ -104,9 +104,6 @@ class TrainConfig(Config):
     log_every: int = 10
     image_every: int = 100
     checkpoint_every: int = 100
-    distributed: Literal["ddp", "fsdp"] = "ddp"  # across torchrun ranks: replicate (ddp) or shard (fsdp, FSDP2)
-    activation_checkpointing: bool = False  # recompute each block's activations in backward (memory for time)
-    compile: bool = False  # torch.compile the training forward
     device: str | None = None
     # Progressive training: when set, the run is these stages in order and ``steps`` is their sum.
     stages: list[StageConfig] = field(default_factory=list)

@@ -63,6 +63,16 @@ class TrainingDiverged(VistokError):
 
 
 @dataclass
+class ScaleConfig(Config):
+    """How every trainer's model is laid out for training (:meth:`TrainLoop.wrap`); each trainer's
+    config inherits these fields."""
+
+    distributed: Literal["ddp", "fsdp"] = "ddp"  # across torchrun ranks: replicate (ddp) or shard (fsdp, FSDP2)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (memory for time)
+    compile: bool = False  # torch.compile the training forward
+
+
+@dataclass
 class OptimConfig(Config):
     """AdamW with linear warm-up, then cosine decay to ``min_lr_ratio * lr`` (or constant);
     gradients clipped to ``grad_clip`` (0: no clipping), accumulated over ``accumulate`` micro-batches."""
