@@ -400,6 +400,41 @@ def test_cli_compress_decompress_rd(tok, tmp_path, capsys):
     assert "| vistok:tiny | bits=10 |" in (rd_dir / "rd.md").read_text()
 
 
+def test_memory_budget_picks_the_pieces_and_never_the_bytes(tok, tmp_path, capsys):
+    """--max-memory sets how many frames the network sees at once in compress and decompress:
+    the file and the decoded frames are identical whatever it picks; a budget too small for one
+    piece is one clear error before any output exists."""
+    model = tok.save_pretrained(tmp_path / "tiny")
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, to_uint8(moving_shapes(frames=17, height=32, width=32, seed=6)), fps=10, crf=10)
+    files = {}
+    for budget in ("64G", "1M"):
+        out = tmp_path / f"{budget}.vtok"
+        code = main(["compress", str(model), str(clip), str(out), "--max-memory", budget])
+        err = capsys.readouterr().err
+        if budget == "1M":
+            assert code == 2 and "over the memory budget" in err and "--size" in err and not out.exists()
+            continue
+        assert code == 0 and "memory: chunks of 16 frames" in err
+        files[budget] = out.read_bytes()
+    data = files["64G"]
+    assert main(["compress", str(model), str(clip), str(tmp_path / "c.vtok"), "--chunk-frames", "128"]) == 0
+    assert (tmp_path / "c.vtok").read_bytes() == data  # the default piece length gives the same bytes
+    whole = decompress(data, tok)
+    for piece_frames in (4, 8, 16):
+        pieces = list(iter_decompress(io.BytesIO(data), tok, piece_frames=piece_frames))
+        assert max(p.shape[2] for p in pieces) <= 1 + piece_frames
+        assert torch.equal(torch.cat(pieces, dim=2), whole)
+    capsys.readouterr()
+    assert main(["decompress", str(tmp_path / "c.vtok"), str(tmp_path / "back.mp4"), "--model", str(model),
+                 "--max-memory", "1M"]) == 2
+    err = capsys.readouterr().err
+    assert "over the memory budget" in err and "--size" not in err and not (tmp_path / "back.mp4").exists()
+    assert main(["decompress", str(tmp_path / "c.vtok"), str(tmp_path / "back.mp4"), "--model", str(model),
+                 "--max-memory", "64G"]) == 0
+    assert "memory: chunks of 16 frames" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["default", "tiny-codec"])
 def test_shipped_model_is_found_from_the_file(name):
     from vistok.tokenizers.registry import SHIPPED_MODELS, load_tokenizer

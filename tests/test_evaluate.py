@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vistok.cli import main
+from vistok.errors import VistokError
 from vistok.data import moving_shapes, to_uint8, write_video
 from vistok.metrics.frechet import GaussianStats, frechet_distance
 from vistok.metrics.i3d import I3D
@@ -74,7 +75,8 @@ def test_metrics_match_direct_computation_and_features_recompute(tok, nets, data
     rows = report["models"]["tiny"]["per_clip"]
     assert len(rows) == len(report["clips"]) == 3 and [s["source"] for s in report["skipped"]] == [str(data / "broken.mp4")]
     # PSNR of the first clip, recomputed from the tokenizer directly (frame-averaged on uint8 frames)
-    clip = res.clips[0]
+    clip = select_clips([data], p, temporal=4, spatial=8)[0]
+    assert (res.clips[0].name, res.clips[0].frames, res.clips[0].height) == (clip.name, 9, 32)
     video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2).float()[None] / 127.5 - 1
     x_hat = tok.decode_indices(tok.encode(video)).clamp(-1, 1)
     rec = ((x_hat + 1) * 127.5).round() / 127.5 - 1
@@ -91,12 +93,58 @@ def test_metrics_match_direct_computation_and_features_recompute(tok, nets, data
     # the trivial baseline is scored beside the model on the same frames, and every row carries the
     # first-frame / later-frame split and the chroma error
     block = report["models"][f"{tok.spatial_compression}x{tok.spatial_compression} block means"]
-    want = block_means(res.clips[0].frames, tok.spatial_compression)
-    assert block["per_clip"][0]["psnr"] == pytest.approx(frame_scores(res.clips[0].frames, want)["psnr"], abs=1e-9)
+    want = block_means(clip.frames, tok.spatial_compression)
+    assert block["per_clip"][0]["psnr"] == pytest.approx(frame_scores(clip.frames, want)["psnr"], abs=1e-9)
     for row in rows + block["per_clip"]:
         assert {"psnr_first", "psnr_later", "chroma_error", "grey_input"} <= row.keys()
     first = psnr(rec[0].transpose(0, 1)[:1], video[0].transpose(0, 1)[:1], max_db=100.0)
     assert rows[0]["psnr_first"] == pytest.approx(float(first.double().mean()), abs=1e-4)
+
+
+def test_clips_stream_one_at_a_time_and_chunking_is_exact(tok, data, monkeypatch):
+    """evaluate decodes one clip at a time (no earlier clip is alive when the next is read), keeps
+    only the worst clips' frames, counts codes as it goes, and any chunk length gives the same rows."""
+    import gc
+    import weakref
+
+    import vistok.pipelines.evaluate as ev
+
+    alive, most = [], []
+    real_read = ev.read_clip
+
+    def read(window, protocol, *, spatial):
+        gc.collect()
+        most.append(sum(r() is not None for r in alive))
+        clip = real_read(window, protocol, spatial=spatial)
+        alive.append(weakref.ref(clip))
+        return clip
+
+    monkeypatch.setattr(ev, "read_clip", read)
+    p = EvalProtocol.from_dict({**PROTOCOL, "clips_per_video": 2})
+    res = evaluate([("tiny", tok)], [data], protocol=p, networks=EvalNetworks(), worst=2)
+    assert len(most) == 5 and max(most) <= 1  # the loop variable may hold the previous clip, nothing more
+    rows = res.models["tiny"]["per_clip"]
+    worst = sorted(range(len(rows)), key=lambda i: rows[i]["psnr"])[:2]
+    assert [name for name, _, _ in res.worst["tiny"]] == [rows[i]["clip"] for i in worst]
+    clips = {c.name: c for c in select_clips([data], p, temporal=4, spatial=8)}
+    for name, original, _ in res.worst["tiny"]:
+        assert np.array_equal(original, clips[name].frames)
+    counts = np.zeros(tok.vocab_size, np.int64)
+    for c in clips.values():
+        counts += np.bincount(tok.encode(torch.from_numpy(c.frames).permute(3, 0, 1, 2).float()[None] / 127.5 - 1)
+                              .ravel().numpy(), minlength=tok.vocab_size)
+    assert res.models["tiny"]["aggregate"]["codebook_usage"] == int((counts > 0).sum())
+    longer = evaluate([("tiny", tok)], [data], protocol=EvalProtocol.from_dict({**PROTOCOL, "clips_per_video": 2,
+                                                                                  "chunk_frames": 8}),
+                      networks=EvalNetworks(), worst=2)
+    for a, b in zip(rows, longer.models["tiny"]["per_clip"]):
+        assert a["psnr"] == b["psnr"] and a["bpp"] == b["bpp"]
+
+
+def test_eval_memory_budget_too_small_is_one_clear_error(tok, data):
+    with pytest.raises(VistokError, match="over the memory budget"):
+        evaluate([("tiny", tok)], [data], protocol=EvalProtocol.from_dict(PROTOCOL), networks=EvalNetworks(),
+                 max_memory=1 << 20)
 
 
 def test_identical_reconstruction_scores_perfect(nets, data):

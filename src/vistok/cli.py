@@ -287,8 +287,7 @@ def cmd_demo(args) -> int:
 
 def cmd_compress(args) -> int:
     from vistok.codec import CompressStats, iter_compress
-    from vistok.codec.codec import PIECE_FRAMES
-    from vistok.pipelines.reconstruct import iter_input_chunks, plan_media
+    from vistok.pipelines.reconstruct import iter_input_chunks, plan_chunks, plan_media
 
     out = Path(args.output)
     if out.suffix != ".vtok":
@@ -302,10 +301,13 @@ def cmd_compress(args) -> int:
     if not 0 <= args.drop_bits < bits:
         raise VistokError(f"--drop-bits must be in [0, {bits - 1}] for this {bits}-bit tokenizer")
     plan = plan_media(tok, args.input, size=args.size, max_frames=args.max_frames, max_pixels=_max_pixels(args))
+    piece_frames, choice = plan_chunks(tok, plan, None, args.max_memory, decode=False)  # what the network sees at once
+    if choice is not None:
+        print(f"memory: {choice.describe()}", file=sys.stderr)
     stats = CompressStats(args.entropy)
     pieces = iter_compress(
         tok,
-        iter_input_chunks(plan, PIECE_FRAMES, tok.temporal_compression),  # what the network sees at once
+        iter_input_chunks(plan, piece_frames, tok.temporal_compression),
         frames=plan.frames,
         height=plan.size[0],
         width=plan.size[1],
@@ -326,15 +328,23 @@ def cmd_compress(args) -> int:
 
 def cmd_decompress(args) -> int:
     from vistok.codec import iter_decompress, read_header
+    from vistok.codec.codec import check_limits, resolve_tokenizer
+    from vistok.pipelines.budget import choose_chunk_frames, default_budget
 
     path = check_input_file(args.input)
     check_output_file(args.output, [path])
     limits = {"max_pixels": args.max_pixels or None, "max_frame_pixels": args.max_frame_pixels or None}
     with open(path, "rb") as f:
         header = read_header(f)
+        check_limits(header, **limits)
+        tok = resolve_tokenizer(header, None, args.model or ())
+        budget = args.max_memory if args.max_memory is not None else default_budget()
+        choice = choose_chunk_frames(tok, header.height, header.width, budget, frames=header.frames, metrics=False,
+                                     encode=False)
+        print(f"memory: {choice.describe()}", file=sys.stderr)
         f.seek(0)
-        _stream_frames(args.output, iter_decompress(f, models=args.model or (), **limits), fps=float(header.fps),
-                       total=header.frames, desc="decompress")
+        _stream_frames(args.output, iter_decompress(f, tok, piece_frames=choice.chunk_frames, **limits),
+                       fps=float(header.fps), total=header.frames, desc="decompress")
     kept = len(header.kept_channels)
     print(
         f"{args.output}: {header.frames} frame(s) of {header.width}x{header.height} from {path.stat().st_size} bytes "
@@ -551,7 +561,7 @@ def cmd_eval(args) -> int:
 
     try:
         result = evaluate(models, args.data, protocol=protocol, networks=nets, codecs=codecs,
-                          block_baseline=not args.no_block_means, progress=progress)
+                          block_baseline=not args.no_block_means, max_memory=args.max_memory, progress=progress)
     finally:
         if "bar" in bar:
             bar["bar"].close()
@@ -725,6 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="entropy model: adaptive context model (default) or one static probability per bit")
     c.add_argument("--drop-bits", type=int, default=0,
                    help="do not code the N least significant bits of each token (lower rate, lower quality)")
+    c.add_argument("--max-memory", type=_memory_size, metavar="SIZE",
+                   help="memory budget that picks how many frames the network encodes at once, e.g. 2G (default: what "
+                        "the process holds plus half the available memory); frames too large for it are refused up front")
     c.set_defaults(func=cmd_compress)
 
     x = sub.add_parser("decompress", help="decode a .vtok file to a video or image",
@@ -737,6 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--max-pixels", type=_budget, default=1 << 28,
                    help="refuse files declaring more frames x height x width than this (0: no limit)")
     frame_budget(x, "files declaring frames of more pixels than this")
+    x.add_argument("--max-memory", type=_memory_size, metavar="SIZE",
+                   help="memory budget that picks how many frames the network decodes at once, e.g. 2G (default: what "
+                        "the process holds plus half the available memory); frames too large for it are refused up front")
     x.set_defaults(func=cmd_decompress)
 
     q = sub.add_parser("rd", help="rate-distortion of vistok vs x264 / x265 on clips (table, CSV, JSON, plot)",
@@ -789,6 +805,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-fid", action="store_true", help="skip rFID")
     ev.add_argument("--no-fvd", action="store_true", help="skip rFVD")
     ev.add_argument("--save-features", action="store_true", help="write the Inception and I3D features to features.npz")
+    ev.add_argument("--max-memory", type=_memory_size, metavar="SIZE",
+                    help="memory budget for one clip's tokenization, e.g. 2G (default: what the process holds plus half "
+                         "the available memory); clips are taken one at a time, in chunks of up to 16 frames that fit it")
     ev.add_argument("--home", help="vistok home holding the installed weights (default $VISTOK_HOME or ~/.cache/vistok)")
     ev.set_defaults(func=cmd_eval)
 

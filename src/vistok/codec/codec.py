@@ -408,7 +408,7 @@ def read_header(data) -> Header:
     return _read_header_stream(_as_stream(data))
 
 
-def _check_limits(header: Header, max_pixels: int | None, max_frame_pixels: int | None = None) -> None:
+def check_limits(header: Header, max_pixels: int | None, max_frame_pixels: int | None = None) -> None:
     if max_pixels is not None and header.pixels > max_pixels:
         raise VistokFormatError(
             f"the file declares {header.frames} frames of {header.height}x{header.width} "
@@ -450,7 +450,7 @@ def iter_decompress_indices(
     """
     stream = _as_stream(data)
     header = _read_header_stream(stream)
-    _check_limits(header, max_pixels)
+    check_limits(header, max_pixels)
     yield from _iter_chunks(stream, header, start_chunk)
 
 
@@ -519,32 +519,38 @@ def iter_decompress(
     models: Iterable = (),
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_frame_pixels: int | None = DEFAULT_MAX_FRAME_PIXELS,
+    piece_frames: int = PIECE_FRAMES,
 ) -> Iterator[Tensor]:
-    """Decode a ``.vtok`` stream to ``(1 c t h w)`` pixel chunks in [-1, 1], one per file chunk,
-    with memory bounded by one chunk; the chunks concatenate to exactly ``decompress(data)``.
-    ``max_pixels`` caps ``frames x height x width``, ``max_frame_pixels`` ``height x width``."""
+    """Decode a ``.vtok`` stream to ``(1 c t h w)`` pixel pieces in [-1, 1] as the network
+    produces them (``piece_frames`` frames at a time, a multiple of the temporal factor; a file
+    chunk's first piece is shorter or longer by the frames its first latent frame holds), with
+    memory bounded by one piece and one chunk of tokens; the pieces concatenate to exactly
+    ``decompress(data)``. ``max_pixels`` caps ``frames x height x width``, ``max_frame_pixels``
+    ``height x width``."""
     stream = _as_stream(data)
     header = _read_header_stream(stream)
-    _check_limits(header, max_pixels, max_frame_pixels)
+    check_limits(header, max_pixels, max_frame_pixels)
     tok = resolve_tokenizer(header, tokenizer, models)
-    yield from _decode_pixels(tok, header, (idx for _, _, idx in _iter_chunks(stream, header)))
+    yield from _decode_pixels(tok, header, (idx for _, _, idx in _iter_chunks(stream, header)), piece_frames)
 
 
 @torch.no_grad()
-def _decode_pixels(tok: Tokenizer, header: Header, index_chunks: Iterable[np.ndarray]) -> Iterator[Tensor]:
-    """Decode token chunks to pixel chunks; the network sees ``PIECE_FRAMES``-frame pieces."""
+def _decode_pixels(tok: Tokenizer, header: Header, index_chunks: Iterable[np.ndarray],
+                   piece_frames: int = PIECE_FRAMES) -> Iterator[Tensor]:
+    """Decode token chunks to pixel pieces; the network sees ``piece_frames``-frame pieces."""
+    tc = header.temporal_compression
+    if piece_frames < tc or piece_frames % tc:
+        raise VistokError(f"piece_frames must be a positive multiple of {tc}, got {piece_frames}")
     q = _lfq(tok)
     dtype = next(tok.parameters()).dtype
     device = next(tok.parameters()).device
-    step = max(1, PIECE_FRAMES // header.temporal_compression)
+    step = piece_frames // tc
     with streaming(tok.decoder):
         for idx in index_chunks:
-            out = []
             for start in range(0, idx.shape[0], step):
                 piece = torch.from_numpy(np.ascontiguousarray(idx[start : start + step])).long().unsqueeze(0)
                 codes = q.indices_to_codes(piece, dtype, kept_channels=header.kept_channels)
-                out.append(tok.decode(codes.to(device)).float().clamp(-1.0, 1.0))
-            yield torch.cat(out, dim=2)
+                yield tok.decode(codes.to(device)).float().clamp(-1.0, 1.0)
 
 
 def decompress(
@@ -567,12 +573,12 @@ def decompress(
     if isinstance(data, (bytes, bytearray, memoryview)):
         # The model is resolved from the header first: a missing model fails before any decoding.
         header = read_header(data)
-        _check_limits(header, max_pixels, max_frame_pixels)
+        check_limits(header, max_pixels, max_frame_pixels)
         tok = resolve_tokenizer(header, tokenizer, models)
         header, indices = decompress_indices(data, max_pixels=max_pixels)
     else:
         header, indices = decompress_indices(data, max_pixels=max_pixels)
-        _check_limits(header, max_pixels, max_frame_pixels)
+        check_limits(header, max_pixels, max_frame_pixels)
         tok = resolve_tokenizer(header, tokenizer, models)
     pieces, start = [], 0
     for n in header.chunk_sizes():

@@ -90,12 +90,16 @@ def meta_copy(tok: Tokenizer) -> Tokenizer:
 
 
 def streaming_peak_bytes(meta_tok: Tokenizer, height: int, width: int, chunk_frames: int, *,
-                         frames: int | None = None, decode: bool = True, metrics: bool = True) -> int:
+                         frames: int | None = None, decode: bool = True, metrics: bool = True,
+                         encode: bool = True) -> int:
     """Peak bytes of the tensors alive while a clip streams through ``meta_tok`` (a
     :func:`meta_copy`) as the pipelines feed it: the first frame alone, then chunks of
     ``chunk_frames`` (two of them, so the causal caches carried between chunks are counted; fewer
-    when the clip has fewer ``frames``): the input chunk, the encoder, the quantizer, the decoder
-    (``decode``), and (``metrics``) the quality scores of one frame pair."""
+    when the clip has fewer ``frames``): the input chunk, the encoder, the quantizer (``encode``;
+    without it the codes are made beforehand and not counted, as when decoding tokens read from a
+    file), the decoder (``decode``), and (``metrics``) the quality scores of one frame pair."""
+    if not (encode or decode):
+        raise VistokError("nothing to plan: neither encoding nor decoding")
     tc = meta_tok.temporal_compression
     if chunk_frames < tc or chunk_frames % tc:
         raise VistokError(f"chunk_frames must be a positive multiple of {tc}; got {chunk_frames}")
@@ -106,9 +110,14 @@ def streaming_peak_bytes(meta_tok: Tokenizer, height: int, width: int, chunk_fra
         sizes = [n for n in sizes if n > 0]
     weight = next(meta_tok.parameters())  # on "meta" for planning; on "cpu" the same count is exact
     meter = LiveTensorBytes()
+
+    def chunks():
+        return (torch.zeros(1, 3, n, height, width, device=weight.device, dtype=weight.dtype) for n in sizes)
+
+    with torch.no_grad():
+        made = None if encode else list(meta_tok.encode_codes_stream(chunks()))
     with torch.no_grad(), meter:
-        chunks = (torch.zeros(1, 3, n, height, width, device=weight.device, dtype=weight.dtype) for n in sizes)
-        codes = meta_tok.encode_codes_stream(chunks)
+        codes = meta_tok.encode_codes_stream(chunks()) if encode else iter(made)
         for out in meta_tok.decode_codes_stream(codes) if decode else codes:
             del out
         if metrics:
@@ -158,7 +167,7 @@ class ChunkChoice:
 
 def choose_chunk_frames(tok: Tokenizer, height: int, width: int, budget: int, *, frames: int | None = None,
                         decode: bool = True, metrics: bool = True, fixed: int | None = None,
-                        per_frame: int = 0) -> ChunkChoice:
+                        per_frame: int = 0, encode: bool = True) -> ChunkChoice:
     """The longest chunk (a multiple of the temporal factor, at most :data:`MAX_CHUNK_FRAMES` and
     no longer than the clip needs) whose estimate (``fixed``, default what the process holds now
     plus :data:`RUNTIME_BYTES`, plus :data:`HEADROOM` times the measured peak, plus ``per_frame``
@@ -172,7 +181,8 @@ def choose_chunk_frames(tok: Tokenizer, height: int, width: int, budget: int, *,
         longest = max(tc, min(longest, -(-(frames - 1) // tc) * tc))
 
     def estimate(chunk: int) -> int:
-        peak = streaming_peak_bytes(meta_tok, height, width, chunk, frames=frames, decode=decode, metrics=metrics)
+        peak = streaming_peak_bytes(meta_tok, height, width, chunk, frames=frames, decode=decode, metrics=metrics,
+                                    encode=encode)
         return fixed + int(HEADROOM * peak) + per_frame * (chunk + 1)
 
     shortest = estimate(tc)
@@ -180,8 +190,8 @@ def choose_chunk_frames(tok: Tokenizer, height: int, width: int, budget: int, *,
         what = "one frame needs" if frames == 1 else f"in chunks of {tc} frames need"
         raise VistokError(
             f"{width}x{height} frames {what} about {format_bytes(shortest)} (of which {format_bytes(fixed)} is the "
-            f"process itself), over the memory budget of {format_bytes(budget)}; raise --max-memory, pass "
-            f"--size to shrink the frames, or (reconstruct) --tile to take them in tiles")
+            f"process itself), over the memory budget of {format_bytes(budget)}; raise --max-memory"
+            + (", pass --size to shrink the frames, or (reconstruct) --tile to take them in tiles" if encode else ""))
     lo, hi, best = 1, longest // tc, shortest  # in units of tc: lo fits; find the largest that does
     while lo < hi:
         mid = (lo + hi + 1) // 2

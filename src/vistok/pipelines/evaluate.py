@@ -54,6 +54,7 @@ from vistok.metrics.inception import InceptionV3FID, load_inception
 from vistok.metrics.perceptual import LPIPS
 from vistok.metrics.quality import chroma_scores, frame_scores, uint8_frames
 from vistok.metrics.store import installed_weights
+from vistok.pipelines.budget import choose_chunk_frames, default_budget
 from vistok.pictures import comparison_grid
 from vistok.tokenizers.base import Tokenizer, split_clip
 
@@ -74,7 +75,7 @@ class EvalProtocol(Config):
     seed: int = 0
     fvd_frames: int = 16  # StyleGAN-V: the first 16 frames of each clip
     fvd_resize: int = 224  # StyleGAN-V / the original FVD: frames resized to 224 x 224 (bilinear)
-    chunk_frames: int = 16  # streamed tokenization (memory bound)
+    chunk_frames: int = 16  # longest streamed chunk (shortened to fit the memory budget; results do not change)
 
     def __post_init__(self):
         if self.frames < 1 or self.clips_per_video < 1 or self.fvd_frames < 1 or self.chunk_frames < 4:
@@ -135,13 +136,46 @@ class EvalClip:
         t, h, w, _ = self.frames.shape
         return t * h * w
 
+    def record(self) -> "ClipRecord":
+        t, h, w, _ = self.frames.shape
+        return ClipRecord(self.name, self.source, self.start, t, h, w)
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """What a report keeps of an evaluated clip (not its frames)."""
+
+    name: str
+    source: str
+    start: int
+    frames: int
+    height: int
+    width: int
+
 
 # -- sources and clip selection -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ShardMember:
+    """A media member of a ``.tar`` shard, read when it is needed (never kept)."""
+
+    shard: Path
+    member: str
+
+    def read(self) -> bytes:
+        with tarfile.open(self.shard) as tar:
+            f = tar.extractfile(self.member)
+            if f is None:
+                raise VistokError(f"{self.shard.name}:{self.member} is not a file")
+            return f.read()
+
+
 def iter_sources(inputs: Sequence[str | Path]) -> Iterator[tuple[str, Any, str]]:
     """``(name, source, kind)`` for every media file under ``inputs`` (folders recursively, sorted;
-    hidden files skipped) and every media member of ``.tar`` shards; ``source`` is a path or bytes."""
+    hidden files skipped) and every media member of ``.tar`` shards; ``source`` is a path or a
+    :class:`ShardMember`, ``kind`` "video", "image", or the reason a shard could not be read (then
+    ``source`` is None)."""
     from vistok.data.datasets import media_files
 
     for f in media_files(list(inputs)):
@@ -149,18 +183,23 @@ def iter_sources(inputs: Sequence[str | Path]) -> Iterator[tuple[str, Any, str]]
         if suffix == ".tar":
             try:
                 with tarfile.open(f) as tar:
-                    for m in sorted(tar.getmembers(), key=lambda m: m.name):
-                        ext = Path(m.name).suffix.lower()
-                        if not m.isfile() or m.size > MAX_MEMBER_BYTES or ext not in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS:
-                            continue
-                        data = tar.extractfile(m).read()
-                        yield f"{f.name}:{m.name}", data, "video" if ext in VIDEO_EXTENSIONS else "image"
+                    members = sorted(tar.getmembers(), key=lambda m: m.name)
             except (tarfile.TarError, OSError) as e:
                 yield str(f), None, f"unreadable shard: {e}"
+                continue
+            for m in members:
+                ext = Path(m.name).suffix.lower()
+                if not m.isfile() or m.size > MAX_MEMBER_BYTES or ext not in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS:
+                    continue
+                yield f"{f.name}:{m.name}", ShardMember(f, m.name), "video" if ext in VIDEO_EXTENSIONS else "image"
         elif suffix in VIDEO_EXTENSIONS:
             yield str(f), f, "video"
         elif suffix in IMAGE_EXTENSIONS:
             yield str(f), f, "image"
+
+
+def _load(source: Any) -> Any:
+    return source.read() if isinstance(source, ShardMember) else source
 
 
 def _prepare(frames: np.ndarray, protocol: EvalProtocol, spatial: int) -> np.ndarray:
@@ -184,57 +223,113 @@ def _frames_missing(message: str, wanted: int) -> int | None:
     return None if m is None else wanted - int(m.group(1))
 
 
-def select_clips(
-    inputs: Sequence[str | Path], protocol: EvalProtocol, *, temporal: int, spatial: int,
+@dataclass(frozen=True)
+class ClipWindow:
+    """A clip the protocol selects, before any of its frames is decoded."""
+
+    name: str  # the clip's name in reports
+    source_name: str
+    source: Any  # a path or a ShardMember
+    kind: str  # "video" or "image"
+    start: int
+    frames: int
+    siblings: tuple[int, ...]  # the starts chosen in the same video (a window never moves onto one)
+    fps: float
+
+
+def plan_clips(
+    inputs: Sequence[str | Path], protocol: EvalProtocol, *, temporal: int,
     skipped: list[tuple[str, str]] | None = None,
-) -> list[EvalClip]:
-    """The clips ``protocol`` selects from ``inputs`` (see the module doc); unreadable sources are
-    appended to ``skipped`` as ``(name, reason)``."""
+) -> list[ClipWindow]:
+    """The windows ``protocol`` selects from ``inputs`` (see the module doc), found by probing
+    (no frame is decoded, nothing is kept); unreadable sources are appended to ``skipped``."""
     skipped = [] if skipped is None else skipped
     rng = np.random.default_rng(protocol.seed)
-    clips: list[EvalClip] = []
+    windows: list[ClipWindow] = []
     length = 1 + (protocol.frames - 1) // temporal * temporal
     for name, source, kind in iter_sources(inputs):
-        if protocol.max_clips is not None and len(clips) >= protocol.max_clips:
+        if protocol.max_clips is not None and len(windows) >= protocol.max_clips:
             break
         if source is None:
             skipped.append((name, kind))
             continue
+        if kind == "image":
+            windows.append(ClipWindow(name, name, source, kind, 0, 1, (0,), 25.0))
+            continue
         try:
-            if kind == "image":
-                clips.append(EvalClip(name, name, 0, _prepare(read_image(source)[None], protocol, spatial), 25.0))
-                continue
-            info = probe_video(source)
-            n = min(length, info.frames)
-            n = 1 + (n - 1) // temporal * temporal
-            last = info.frames - n
-            k = min(protocol.clips_per_video, last + 1)
-            if k == 1:
-                starts = [0]
-            else:  # evenly spread windows, each shifted by a seeded jitter of up to a quarter of the gap
-                gap = last / (k - 1)
-                jitter = int(gap // 4)
-                base = np.linspace(0, last, k).round().astype(int)
-                starts = sorted({int(np.clip(b + rng.integers(-jitter, jitter + 1), 0, last)) for b in base})
-            for s in starts:
-                if protocol.max_clips is not None and len(clips) >= protocol.max_clips:
-                    break
-                try:
-                    frames = read_video(source, start=s, num_frames=n)
-                except VistokError as e:  # headers may count more frames than decode: end the window earlier
-                    shortfall = _frames_missing(str(e), n)
-                    if shortfall is None or s - shortfall < 0 or (s - shortfall) in starts:
-                        skipped.append((f"{name}@{s}", str(e)))
-                        continue
-                    s = s - shortfall
-                    frames = read_video(source, start=s, num_frames=n)
-                clip_name = f"{Path(name).name}@{s}" if len(starts) > 1 or s else Path(name).name
-                clips.append(EvalClip(clip_name, name, s, _prepare(frames, protocol, spatial), info.fps or 25.0))
+            info = probe_video(_load(source))
         except VistokError as e:
             skipped.append((name, str(e)))
+            continue
+        n = min(length, info.frames)
+        n = 1 + (n - 1) // temporal * temporal
+        last = info.frames - n
+        k = min(protocol.clips_per_video, last + 1)
+        if k == 1:
+            starts = [0]
+        else:  # evenly spread windows, each shifted by a seeded jitter of up to a quarter of the gap
+            gap = last / (k - 1)
+            jitter = int(gap // 4)
+            base = np.linspace(0, last, k).round().astype(int)
+            starts = sorted({int(np.clip(b + rng.integers(-jitter, jitter + 1), 0, last)) for b in base})
+        for s in starts:
+            if protocol.max_clips is not None and len(windows) >= protocol.max_clips:
+                break
+            clip_name = f"{Path(name).name}@{s}" if len(starts) > 1 or s else Path(name).name
+            windows.append(ClipWindow(clip_name, name, source, kind, s, n, tuple(starts), info.fps or 25.0))
+    return windows
+
+
+def read_clip(window: ClipWindow, protocol: EvalProtocol, *, spatial: int) -> EvalClip:
+    """Decode and prepare one window's frames. A video whose header counts more frames than it
+    decodes has its window moved earlier by the shortfall (when that start is free)."""
+    data = _load(window.source)
+    if window.kind == "image":
+        return EvalClip(window.name, window.source_name, 0, _prepare(read_image(data)[None], protocol, spatial), 25.0)
+    s, name = window.start, window.name
+    try:
+        frames = read_video(data, start=s, num_frames=window.frames)
+    except VistokError as e:
+        shortfall = _frames_missing(str(e), window.frames)
+        if shortfall is None or s - shortfall < 0 or (s - shortfall) in window.siblings:
+            raise
+        s -= shortfall
+        frames = read_video(data, start=s, num_frames=window.frames)
+        base = Path(window.source_name).name
+        name = f"{base}@{s}" if len(window.siblings) > 1 or s else base
+    return EvalClip(name, window.source_name, s, _prepare(frames, protocol, spatial), window.fps)
+
+
+def iter_clips(
+    windows: Sequence[ClipWindow], protocol: EvalProtocol, *, spatial: int,
+    skipped: list[tuple[str, str]] | None = None,
+) -> Iterator[EvalClip]:
+    """The windows' clips one at a time (only one is decoded at once); windows that cannot be read
+    are appended to ``skipped``."""
+    skipped = [] if skipped is None else skipped
+    for w in windows:
+        try:
+            yield read_clip(w, protocol, spatial=spatial)
+        except VistokError as e:
+            skipped.append((w.source_name if w.kind == "image" else f"{w.source_name}@{w.start}", str(e)))
+
+
+def _none_readable(inputs: Sequence[str | Path], skipped: list[tuple[str, str]]) -> VistokError:
+    return VistokError("no readable clips or images in " + ", ".join(map(str, inputs))
+                       + (f" ({len(skipped)} skipped: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
+
+
+def select_clips(
+    inputs: Sequence[str | Path], protocol: EvalProtocol, *, temporal: int, spatial: int,
+    skipped: list[tuple[str, str]] | None = None,
+) -> list[EvalClip]:
+    """Every clip ``protocol`` selects from ``inputs``, decoded (:func:`plan_clips` then
+    :func:`iter_clips`; :func:`evaluate` streams them instead)."""
+    skipped = [] if skipped is None else skipped
+    clips = list(iter_clips(plan_clips(inputs, protocol, temporal=temporal, skipped=skipped), protocol,
+                            spatial=spatial, skipped=skipped))
     if not clips:
-        raise VistokError("no readable clips or images in " + ", ".join(map(str, inputs))
-                          + (f" ({len(skipped)} skipped: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
+        raise _none_readable(inputs, skipped)
     return clips
 
 
@@ -332,13 +427,73 @@ def _frechet(real: list[np.ndarray], fake: list[np.ndarray], what: str, notes: l
     return frechet_distance(GaussianStats.from_features(x), GaussianStats.from_features(y))
 
 
+class TokenUsage:
+    """Codebook counts accumulated clip by clip (one ``vocab``-long count array, not the tokens)."""
+
+    def __init__(self, vocab: int):
+        self.counts = np.zeros(vocab, np.int64)
+
+    def add(self, indices: np.ndarray) -> None:
+        self.counts += np.bincount(indices.ravel().astype(np.int64), minlength=len(self.counts))
+
+    def summary(self) -> dict[str, Any]:
+        total = int(self.counts.sum())
+        if total == 0:
+            return {}
+        used = self.counts[self.counts > 0]
+        p = used / total
+        vocab = len(self.counts)
+        return {"codebook_usage": int(used.size), "codebook_fraction": float(used.size / vocab),
+                "perplexity": float(np.exp(-(p * np.log(p)).sum())), "vocab_size": int(vocab),
+                "bits_per_token_raw": math.log2(vocab), "tokens_total": total}
+
+
+class WorstClips:
+    """The ``k`` clips of lowest PSNR seen so far, with their frames (ties: the earlier clip)."""
+
+    def __init__(self, k: int):
+        self.k, self._kept, self._seen = k, [], 0
+
+    def offer(self, psnr_db: float, name: str, original: np.ndarray, reconstruction: np.ndarray) -> None:
+        self._kept.append((psnr_db, self._seen, name, original, reconstruction))
+        self._seen += 1
+        self._kept.sort(key=lambda item: item[:2])
+        del self._kept[self.k :]
+
+    def items(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        return [(name, orig, rec) for _, _, name, orig, rec in self._kept]
+
+
+class ChunkPlanner:
+    """Each model's chunk length for a clip shape: the protocol's ``chunk_frames``, shortened to
+    the longest that fits the memory budget (:func:`vistok.pipelines.budget.choose_chunk_frames`,
+    planned once per model and shape)."""
+
+    def __init__(self, longest: int, budget: int):
+        self.longest, self.budget = longest, budget
+        self._cache: dict[tuple, int] = {}
+        self.choices: list[str] = []
+
+    def frames(self, label: str, tok: Tokenizer, clip: EvalClip) -> int:
+        t, h, w, _ = clip.frames.shape
+        key = (label, t, h, w)
+        if key not in self._cache:
+            tc = tok.temporal_compression
+            choice = choose_chunk_frames(tok, h, w, self.budget, frames=t, metrics=False)
+            chunk = max(tc, min(choice.chunk_frames, self.longest // tc * tc))
+            if chunk < self.longest and t > 1 + chunk:
+                self.choices.append(f"{label} on {w}x{h}: {choice.describe()}")
+            self._cache[key] = chunk
+        return self._cache[key]
+
+
 # -- the whole evaluation -------------------------------------------------------------------------
 
 
 @dataclass
 class EvalResult:
     protocol: EvalProtocol
-    clips: list[EvalClip]
+    clips: list[ClipRecord]
     models: dict[str, dict]  # label -> {"aggregate": {...}, "per_clip": [...]}
     notes: list[str]
     skipped: list[tuple[str, str]]
@@ -348,8 +503,8 @@ class EvalResult:
     def to_json(self) -> dict:
         return {
             "protocol": self.protocol.to_dict(),
-            "clips": [{"name": c.name, "source": c.source, "start": c.start, "frames": int(c.frames.shape[0]),
-                       "height": int(c.frames.shape[1]), "width": int(c.frames.shape[2])} for c in self.clips],
+            "clips": [{"name": c.name, "source": c.source, "start": c.start, "frames": c.frames,
+                       "height": c.height, "width": c.width} for c in self.clips],
             "models": self.models,
             "notes": self.notes,
             "skipped": [{"source": s, "reason": r} for s, r in self.skipped],
@@ -363,7 +518,7 @@ class EvalResult:
                 ("codebook_usage", "codes used", ".0f"), ("perplexity", "perplexity", ".0f"),
                 ("encode_fps", "enc fps", ".1f"), ("decode_fps", "dec fps", ".1f")]
         fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
-        n_img = sum(c.frames.shape[0] == 1 for c in self.clips)
+        n_img = sum(c.frames == 1 for c in self.clips)
         lines = [f"{len(self.clips)} items ({len(self.clips) - n_img} clips, {n_img} images); protocol: "
                  + ", ".join(f"{k}={v}" for k, v in self.protocol.to_dict().items()), "",
                  "| model | " + " | ".join(c[1] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
@@ -447,11 +602,16 @@ def evaluate(
     codecs: Sequence[str] = (),
     block_baseline: bool = True,
     worst: int = 4,
+    max_memory: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> EvalResult:
     """Evaluate ``models`` (and ``codecs`` at the first model's rate) on the clips of ``inputs``;
     with ``block_baseline``, also the trivial baseline: each ``s x s`` block's mean colour, ``s``
-    the models' spatial factor (no rate: it keeps 24 bits per block and frame)."""
+    the models' spatial factor (no rate: it keeps 24 bits per block and frame).
+
+    Clips are decoded and scored one at a time, so memory holds one clip's work (its chunks
+    shortened to fit ``max_memory`` bytes; default: what the process holds plus half the available
+    memory) plus what the report keeps of each clip."""
     protocol = protocol or EvalProtocol()
     nets = networks if networks is not None else EvalNetworks()
     if not models:
@@ -463,8 +623,9 @@ def evaluate(
         raise VistokError("codec comparison needs a first model with tokens (its coded rate is the target)")
     temporal = max(t.temporal_compression for _, t in models)
     spatial = max(t.spatial_compression for _, t in models)
+    budget = max_memory if max_memory is not None else default_budget()
     skipped: list[tuple[str, str]] = []
-    clips = select_clips(inputs, protocol, temporal=temporal, spatial=spatial, skipped=skipped)
+    windows = plan_clips(inputs, protocol, temporal=temporal, skipped=skipped)
     notes: list[str] = []
     if nets.missing:
         notes.append("not measured (weights not installed): " + ", ".join(nets.missing)
@@ -475,12 +636,17 @@ def evaluate(
     feats_real_inc, feats_real_i3d = [], []
     feats_inc: dict[str, list[np.ndarray]] = {m: [] for m in methods}
     feats_i3d: dict[str, list[np.ndarray]] = {m: [] for m in methods}
-    tokens: dict[str, list[np.ndarray]] = {m: [] for m in labels}
+    usage = {m: TokenUsage(tok.vocab_size) for m, tok in models if tok.vocab_size}
     timing = {m: [0.0, 0.0, 0] for m in labels}
-    recons: dict[str, list[np.ndarray]] = {m: [] for m in methods}
-    total = len(clips) * len(methods)
+    worst_kept = {m: WorstClips(worst) for m in methods}
+    chunks = ChunkPlanner(protocol.chunk_frames, budget)
+    records: list[ClipRecord] = []
+    total = len(windows) * len(methods)
     done = 0
-    for clip in clips:
+    # One clip at a time: what stays behind is its scores, features, token counts and (for the
+    # worst few) its frames, so memory does not grow with the data set beyond those.
+    for clip in iter_clips(windows, protocol, spatial=spatial, skipped=skipped):
+        records.append(clip.record())
         real_i3d = i3d_features(clip.frames, nets.i3d, protocol) if nets.i3d is not None else None
         if nets.inception is not None:
             feats_real_inc.append(inception_features(clip.frames, nets.inception))
@@ -489,14 +655,13 @@ def evaluate(
         target_bpp = None
         outputs: list[tuple[str, np.ndarray, dict]] = []
         for label, tok in models:
-            rec = reconstruct_clip(tok, clip, protocol.chunk_frames)
+            rec = reconstruct_clip(tok, clip, chunks.frames(label, tok, clip))
             row: dict[str, Any] = {"clip": clip.name}
-            t_lat = None if rec.indices is None else rec.indices.size
-            row["tokens"] = t_lat
+            row["tokens"] = None if rec.indices is None else rec.indices.size
             row["bpp"] = None if rec.coded_bytes is None else 8 * rec.coded_bytes / clip.pixels
             row["bits_per_token_coded"] = rec.coded_bits_per_token
-            if rec.indices is not None:
-                tokens[label].append(rec.indices.ravel())
+            if rec.indices is not None and label in usage:
+                usage[label].add(rec.indices)
             timing[label][0] += rec.encode_s
             timing[label][1] += rec.decode_s
             timing[label][2] += clip.frames.shape[0]
@@ -516,10 +681,15 @@ def evaluate(
             if real_i3d is not None:
                 feats_i3d[method].append(i3d_features(frames, nets.i3d, protocol))
             per_clip[method].append(row)
-            recons[method].append(frames)
+            worst_kept[method].offer(row["psnr"], clip.name, clip.frames, frames)
             done += 1
             if progress:
                 progress(done, total, f"{clip.name} {method}")
+        del outputs
+    if not records:
+        raise _none_readable(inputs, skipped)
+    if chunks.choices:
+        notes.append("memory: " + "; ".join(chunks.choices))
     results: dict[str, dict] = {}
     for method in methods:
         rows = per_clip[method]
@@ -532,23 +702,16 @@ def evaluate(
         agg["chroma_error_grey"] = float(np.mean(grey)) if grey else None
         agg["rfid"] = _frechet(feats_real_inc, feats_inc[method], "rFID", notes) if nets.inception else None
         agg["rfvd"] = _frechet(feats_real_i3d, feats_i3d[method], "rFVD", notes) if nets.i3d else None
-        if method in tokens:
-            tok = dict(models)[method]
-            allt = np.concatenate(tokens[method]) if tokens[method] else np.zeros(0, np.int64)
-            vocab = tok.vocab_size
-            if vocab and allt.size:
-                counts = np.bincount(allt.astype(np.int64), minlength=vocab)
-                p = counts[counts > 0] / counts.sum()
-                agg.update(codebook_usage=int((counts > 0).sum()), codebook_fraction=float((counts > 0).sum() / vocab),
-                           perplexity=float(np.exp(-(p * np.log(p)).sum())), vocab_size=int(vocab),
-                           bits_per_token_raw=math.log2(vocab), tokens_total=int(allt.size))
+        if method in usage:
+            agg.update(usage[method].summary())
+        if method in timing:
             enc, dec, frames = timing[method]
             agg["encode_fps"] = frames / enc if enc > 0 else None
             agg["decode_fps"] = frames / dec if dec > 0 else None
         results[method] = {"aggregate": agg, "per_clip": rows}
-    if len(feats_real_i3d) < len(clips):
+    if len(feats_real_i3d) < len(records):
         notes.append(f"rFVD uses the {len(feats_real_i3d)} clips of at least {protocol.fvd_frames} frames "
-                     f"(of {len(clips)} items)")
+                     f"(of {len(records)} items)")
     features: dict[str, np.ndarray] = {}
     if feats_real_inc:
         features["inception_real"] = np.concatenate(feats_real_inc)
@@ -560,8 +723,5 @@ def evaluate(
             features["inception_recon" + suffix] = np.concatenate(feats_inc[method])
         if feats_i3d[method]:
             features["i3d_recon" + suffix] = np.concatenate(feats_i3d[method])
-    worst_items: dict[str, list] = {}
-    for method in methods:
-        order = sorted(range(len(clips)), key=lambda i: per_clip[method][i]["psnr"])[:worst]
-        worst_items[method] = [(clips[i].name, clips[i].frames, recons[method][i]) for i in order]
-    return EvalResult(protocol, clips, results, notes, skipped, features, worst_items)
+    worst_items = {method: kept.items() for method, kept in worst_kept.items()}
+    return EvalResult(protocol, records, results, notes, skipped, features, worst_items)
