@@ -2,6 +2,7 @@
 from the saved features, bad files skipped by name — on tiny random networks (no real weights)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +100,25 @@ def test_metrics_match_direct_computation_and_features_recompute(tok, nets, data
         assert {"psnr_first", "psnr_later", "chroma_error", "grey_input"} <= row.keys()
     first = psnr(rec[0].transpose(0, 1)[:1], video[0].transpose(0, 1)[:1], max_db=100.0)
     assert rows[0]["psnr_first"] == pytest.approx(float(first.double().mean()), abs=1e-4)
+
+
+def test_shard_members_give_the_same_clips_as_the_files(data, tmp_path):
+    """Clips read from a .tar shard (each member read at its offset when its clip comes up) equal
+    the clips of the same files on disk."""
+    import tarfile
+
+    shard = tmp_path / "shard.tar"
+    with tarfile.open(shard, "w") as tar:
+        tar.add(__file__, arcname="a-readme.txt")  # not media: passed over
+        for name in ("clip0.mp4", "clip1.mp4", "still.png"):
+            tar.add(data / name, arcname=f"x/{name}")
+    p = EvalProtocol.from_dict({**PROTOCOL, "clips_per_video": 2, "seed": 3})
+    from_files = select_clips([data], p, temporal=4, spatial=8)
+    from_shard = select_clips([shard], p, temporal=4, spatial=8)
+    assert [Path(c.name).name for c in from_shard] == [Path(c.name).name for c in from_files]
+    assert from_shard[0].source == "shard.tar:x/clip0.mp4" and len(from_shard) == 5
+    for a, b in zip(from_files, from_shard):
+        assert a.start == b.start and np.array_equal(a.frames, b.frames)
 
 
 def test_clips_stream_one_at_a_time_and_chunking_is_exact(tok, data, monkeypatch):

@@ -329,7 +329,7 @@ def cmd_compress(args) -> int:
 def cmd_decompress(args) -> int:
     from vistok.codec import iter_decompress, read_header
     from vistok.codec.codec import check_limits, resolve_tokenizer
-    from vistok.pipelines.budget import choose_chunk_frames, default_budget
+    from vistok.pipelines.budget import choose_chunk_frames
 
     path = check_input_file(args.input)
     check_output_file(args.output, [path])
@@ -338,9 +338,8 @@ def cmd_decompress(args) -> int:
         header = read_header(f)
         check_limits(header, **limits)
         tok = resolve_tokenizer(header, None, args.model or ())
-        budget = args.max_memory if args.max_memory is not None else default_budget()
-        choice = choose_chunk_frames(tok, header.height, header.width, budget, frames=header.frames, metrics=False,
-                                     encode=False)
+        choice = choose_chunk_frames(tok, header.height, header.width, args.max_memory, frames=header.frames,
+                                     metrics=False, encode=False)
         print(f"memory: {choice.describe()}", file=sys.stderr)
         f.seek(0)
         _stream_frames(args.output, iter_decompress(f, tok, piece_frames=choice.chunk_frames, **limits),

@@ -165,14 +165,15 @@ class ChunkChoice:
                 f"of the {format_bytes(self.budget)} budget")
 
 
-def choose_chunk_frames(tok: Tokenizer, height: int, width: int, budget: int, *, frames: int | None = None,
+def choose_chunk_frames(tok: Tokenizer, height: int, width: int, budget: int | None, *, frames: int | None = None,
                         decode: bool = True, metrics: bool = True, fixed: int | None = None,
                         per_frame: int = 0, encode: bool = True) -> ChunkChoice:
     """The longest chunk (a multiple of the temporal factor, at most :data:`MAX_CHUNK_FRAMES` and
     no longer than the clip needs) whose estimate (``fixed``, default what the process holds now
     plus :data:`RUNTIME_BYTES`, plus :data:`HEADROOM` times the measured peak, plus ``per_frame``
-    bytes for each frame of the largest chunk, the first one included) fits ``budget`` bytes; a
-    clear error when not even the shortest does."""
+    bytes for each frame of the largest chunk, the first one included) fits ``budget`` bytes
+    (None: :func:`default_budget`); a clear error when not even the shortest does."""
+    budget = default_budget() if budget is None else budget
     tc = tok.temporal_compression
     fixed = process_bytes() + RUNTIME_BYTES if fixed is None else fixed
     meta_tok = meta_copy(tok)

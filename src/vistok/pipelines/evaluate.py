@@ -54,7 +54,7 @@ from vistok.metrics.inception import InceptionV3FID, load_inception
 from vistok.metrics.perceptual import LPIPS
 from vistok.metrics.quality import chroma_scores, frame_scores, uint8_frames
 from vistok.metrics.store import installed_weights
-from vistok.pipelines.budget import choose_chunk_frames, default_budget
+from vistok.pipelines.budget import choose_chunk_frames
 from vistok.pictures import comparison_grid
 from vistok.tokenizers.base import Tokenizer, split_clip
 
@@ -158,17 +158,25 @@ class ClipRecord:
 
 @dataclass(frozen=True)
 class ShardMember:
-    """A media member of a ``.tar`` shard, read when it is needed (never kept)."""
+    """A media member of a ``.tar`` shard, read when it is needed (never kept): its bytes lie at
+    ``offset`` (a regular member's data is contiguous), so a read seeks there instead of walking
+    the shard's headers again."""
 
     shard: Path
     member: str
+    offset: int
+    size: int
 
     def read(self) -> bytes:
-        with tarfile.open(self.shard) as tar:
-            f = tar.extractfile(self.member)
-            if f is None:
-                raise VistokError(f"{self.shard.name}:{self.member} is not a file")
-            return f.read()
+        try:
+            with open(self.shard, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(self.size)
+        except OSError as e:
+            raise VistokError(f"{self.shard.name}:{self.member}: {e}") from e
+        if len(data) != self.size:
+            raise VistokError(f"{self.shard.name}:{self.member}: the shard ended inside this member")
+        return data
 
 
 def iter_sources(inputs: Sequence[str | Path]) -> Iterator[tuple[str, Any, str]]:
@@ -189,9 +197,11 @@ def iter_sources(inputs: Sequence[str | Path]) -> Iterator[tuple[str, Any, str]]
                 continue
             for m in members:
                 ext = Path(m.name).suffix.lower()
-                if not m.isfile() or m.size > MAX_MEMBER_BYTES or ext not in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS:
+                if (not m.isreg() or m.issparse() or m.size > MAX_MEMBER_BYTES
+                        or ext not in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS):
                     continue
-                yield f"{f.name}:{m.name}", ShardMember(f, m.name), "video" if ext in VIDEO_EXTENSIONS else "image"
+                yield (f"{f.name}:{m.name}", ShardMember(f, m.name, m.offset_data, m.size),
+                       "video" if ext in VIDEO_EXTENSIONS else "image")
         elif suffix in VIDEO_EXTENSIONS:
             yield str(f), f, "video"
         elif suffix in IMAGE_EXTENSIONS:
@@ -237,6 +247,13 @@ class ClipWindow:
     fps: float
 
 
+def _clip_name(source_name: str, start: int, siblings: Sequence[int]) -> str:
+    """A clip's name in reports: the file name, with ``@start`` when the video gives several
+    clips or the clip does not start at its first frame."""
+    base = Path(source_name).name
+    return f"{base}@{start}" if len(siblings) > 1 or start else base
+
+
 def plan_clips(
     inputs: Sequence[str | Path], protocol: EvalProtocol, *, temporal: int,
     skipped: list[tuple[str, str]] | None = None,
@@ -275,8 +292,8 @@ def plan_clips(
         for s in starts:
             if protocol.max_clips is not None and len(windows) >= protocol.max_clips:
                 break
-            clip_name = f"{Path(name).name}@{s}" if len(starts) > 1 or s else Path(name).name
-            windows.append(ClipWindow(clip_name, name, source, kind, s, n, tuple(starts), info.fps or 25.0))
+            windows.append(ClipWindow(_clip_name(name, s, starts), name, source, kind, s, n, tuple(starts),
+                                      info.fps or 25.0))
     return windows
 
 
@@ -295,8 +312,7 @@ def read_clip(window: ClipWindow, protocol: EvalProtocol, *, spatial: int) -> Ev
             raise
         s -= shortfall
         frames = read_video(data, start=s, num_frames=window.frames)
-        base = Path(window.source_name).name
-        name = f"{base}@{s}" if len(window.siblings) > 1 or s else base
+        name = _clip_name(window.source_name, s, window.siblings)
     return EvalClip(name, window.source_name, s, _prepare(frames, protocol, spatial), window.fps)
 
 
@@ -469,7 +485,7 @@ class ChunkPlanner:
     the longest that fits the memory budget (:func:`vistok.pipelines.budget.choose_chunk_frames`,
     planned once per model and shape)."""
 
-    def __init__(self, longest: int, budget: int):
+    def __init__(self, longest: int, budget: int | None):
         self.longest, self.budget = longest, budget
         self._cache: dict[tuple, int] = {}
         self.choices: list[str] = []
@@ -623,7 +639,6 @@ def evaluate(
         raise VistokError("codec comparison needs a first model with tokens (its coded rate is the target)")
     temporal = max(t.temporal_compression for _, t in models)
     spatial = max(t.spatial_compression for _, t in models)
-    budget = max_memory if max_memory is not None else default_budget()
     skipped: list[tuple[str, str]] = []
     windows = plan_clips(inputs, protocol, temporal=temporal, skipped=skipped)
     notes: list[str] = []
@@ -639,7 +654,7 @@ def evaluate(
     usage = {m: TokenUsage(tok.vocab_size) for m, tok in models if tok.vocab_size}
     timing = {m: [0.0, 0.0, 0] for m in labels}
     worst_kept = {m: WorstClips(worst) for m in methods}
-    chunks = ChunkPlanner(protocol.chunk_frames, budget)
+    chunks = ChunkPlanner(protocol.chunk_frames, max_memory)
     records: list[ClipRecord] = []
     total = len(windows) * len(methods)
     done = 0

@@ -26,7 +26,7 @@ from vistok.errors import VistokError
 from vistok.files import media_kind
 from vistok.limits import DEFAULT_MAX_FRAME_PIXELS
 from vistok.paths import check_input_file
-from vistok.pipelines.budget import ChunkChoice, choose_chunk_frames, default_budget
+from vistok.pipelines.budget import ChunkChoice, choose_chunk_frames
 from vistok.pipelines.tiling import TiledReconstruction
 from vistok.metrics.quality import frame_quality, uint8_frames
 from vistok.tokenizers.base import Tokenizer
@@ -159,13 +159,12 @@ def plan_chunks(tok: Tokenizer, plan: MediaPlan, chunk_frames: int | None = None
         if chunk_frames < tc or chunk_frames % tc:
             raise VistokError(f"--chunk-frames must be a positive multiple of {tc}")
         return chunk_frames, None
-    budget = max_memory if max_memory is not None else default_budget()
     h, w = plan.size
     if tile is None:
-        choice = choose_chunk_frames(tok, h, w, budget, frames=plan.frames, decode=decode, metrics=decode)
+        choice = choose_chunk_frames(tok, h, w, max_memory, frames=plan.frames, decode=decode, metrics=decode)
         return choice.chunk_frames, choice
     frame_bytes = h * w * 3 * (4 + 4 + 4 + 1 + 1)  # input, blended output, the tile weights' product, two uint8 copies
-    choice = choose_chunk_frames(tok, min(tile, h), min(tile, w), budget, frames=plan.frames, decode=decode,
+    choice = choose_chunk_frames(tok, min(tile, h), min(tile, w), max_memory, frames=plan.frames, decode=decode,
                                  metrics=False, per_frame=frame_bytes)
     return choice.chunk_frames, choice
 
