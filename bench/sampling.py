@@ -29,6 +29,7 @@ the two effects wins on this machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import time
@@ -47,11 +48,13 @@ def build(kind: str, args) -> torch.nn.Module:
     return model
 
 
-def time_call(fn, repeats: int) -> list[float]:
+def time_call(fn, repeats: int, device: torch.device) -> list[float]:
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         out.append(time.perf_counter() - t0)
     return out
 
@@ -66,30 +69,42 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed calls per model and batch (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls first")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--bf16", action="store_true", help="both models under bfloat16 autocast")
     args = p.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    mlm, ar = build("mlm", args), build("ar", args)
+    mlm, ar = build("mlm", args).to(device), build("ar", args).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
     n = args.grid[0] * args.grid[1] * args.grid[2]
     params = sum(q.numel() for q in mlm.parameters())
     c = mlm.config
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {platform.processor() or platform.machine()}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {where}{', bf16 autocast' if args.bf16 else ''}")
     print(f"model {args.preset}: dim {c.dim}, depth {c.depth}, heads {c.heads}, {params / 1e6:.1f} M parameters (each model)")
     print(f"grid {tuple(args.grid)} = {n} tokens, vocabulary 2^18 as 2 x 9-bit sub-tokens, cfg w = {args.cfg}")
     print(f"MLM: {args.steps} parallel steps; AR: {n} KV-cached steps; median of {args.repeats} after {args.warmup} warm-up")
     print()
     print(f"{'batch':>5}  {'MLM s':>8}  {'AR s':>8}  {'AR/MLM':>7}  {'MLM tok/s':>10}  {'AR tok/s':>9}")
     for b in args.batch:
-        labels = torch.arange(b) % 10
-        mlm_fn = lambda: mlm.generate(labels, steps=args.steps, cfg_scale=args.cfg, generator=torch.Generator().manual_seed(0))  # noqa: E731
-        ar_fn = lambda: ar.generate(labels, cfg_scale=args.cfg, generator=torch.Generator().manual_seed(0))  # noqa: E731
+        labels = torch.arange(b, device=device) % 10
+
+        def mlm_fn():
+            with torch.no_grad(), autocast:
+                mlm.generate(labels, steps=args.steps, cfg_scale=args.cfg, generator=torch.Generator(device).manual_seed(0))
+
+        def ar_fn():
+            with torch.no_grad(), autocast:
+                ar.generate(labels, cfg_scale=args.cfg, generator=torch.Generator(device).manual_seed(0))
+
         for _ in range(args.warmup):
             mlm_fn()
             ar_fn()
         t_mlm, t_ar = [], []
         for _ in range(args.repeats):  # alternate, so load changes hit both
-            t_mlm += time_call(mlm_fn, 1)
-            t_ar += time_call(ar_fn, 1)
+            t_mlm += time_call(mlm_fn, 1, device)
+            t_ar += time_call(ar_fn, 1, device)
         m, a = statistics.median(t_mlm), statistics.median(t_ar)
         print(f"{b:>5}  {m:>8.3f}  {a:>8.3f}  {a / m:>6.2f}x  {b * n / m:>10.0f}  {b * n / a:>9.0f}")
 

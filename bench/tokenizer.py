@@ -40,9 +40,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
-from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _flops import count_flops  # noqa: E402
 from _peers import import_peer  # noqa: E402
 
 from vistok.tokenizers import MAGVIT2_PRESETS, Magvit2Config, Magvit2Tokenizer  # noqa: E402
@@ -106,18 +106,6 @@ def describe(cfg: Magvit2Config) -> str:
         f"channel_multipliers={cfg.channel_multipliers}, num_res_blocks={cfg.num_res_blocks}, "
         f"norm_groups={cfg.norm_groups}, bits={cfg.bits})"
     )
-
-
-def _mkldnn_conv_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-    return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
-
-
-def count_flops(fn) -> int:
-    """FLOPs of ``fn()``, counting convolutions called through ``torch.mkldnn_convolution`` too."""
-    mapping = {torch.ops.aten.mkldnn_convolution: _mkldnn_conv_flop}
-    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def make_video() -> torch.Tensor:
