@@ -74,6 +74,26 @@ def test_discriminator_image_equals_one_frame_clip_and_samples_are_independent()
     assert torch.allclose(d(v[2:3]), base[2:3], atol=1e-6)
 
 
+def test_discriminator_is_float32_on_cpu_under_bf16_autocast():
+    """bf16 training of the discriminator on the CPU gave sporadic non-finite weight gradients
+    (oneDNN, torch 2.13); under CPU autocast it runs in float32: the very logits and gradients of
+    the plain float32 network, while the generator's ops around it stay bf16."""
+    d = _tiny_d()
+    v = _clip((2, 3, 5, 16, 16), seed=3)
+    x = v.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = d(x.bfloat16())
+        assert torch.nn.functional.linear(v, torch.ones(16, 16)).dtype == torch.bfloat16
+    assert logits.dtype == torch.float32
+    logits.sum().backward()
+    grads = [p.grad.clone() for p in d.parameters()]
+    d.zero_grad()
+    ref = d(v.bfloat16().float())
+    ref.sum().backward()
+    assert torch.equal(logits, ref)
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, d.parameters()))
+
+
 def test_discriminator_sees_time():
     """Temporal order matters to a 3D discriminator: reversing a clip changes its logit."""
     d = _tiny_d()

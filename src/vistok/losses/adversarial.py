@@ -204,6 +204,16 @@ class StyleGANDiscriminator3D(nn.Module):
             raise VistokError(
                 f"discriminator: expected {self.config.in_channels} channels in dim 1, got shape {tuple(video.shape)}"
             )
+        if video.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # On the CPU the discriminator runs in float32 even under bf16 autocast: with torch
+            # 2.13's oneDNN kernels, bf16 training of this network gave non-finite weight gradients
+            # now and then (head_conv, about once in 40 steps, not reproducible run to run; never in
+            # float32), which the discriminator's AdamW then spread into every logit.
+            with torch.autocast("cpu", enabled=False):
+                return self._logits(video.float())
+        return self._logits(video)
+
+    def _logits(self, video: Tensor) -> Tensor:
         slope = self.config.negative_slope
         x = F.leaky_relu(self.stem(video), slope)
         for block in self.blocks:
