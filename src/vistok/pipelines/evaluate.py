@@ -586,17 +586,31 @@ class EvalResult:
 
         metrics = [k for k in ("psnr", "ms_ssim", "lpips_vgg") if any(
             r.get(k) is not None for m in self.models.values() for r in m["per_clip"])]
-        fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
-        x = np.arange(len(self.clips))
+        n = len(self.clips)
+        # Items along x for a few; beyond a dozen the bars turn sideways, one row of bars per item,
+        # and the figure grows with the item count so every label stays readable.
+        sideways = n > 12
+        size = (5 * len(metrics), max(3.8, 0.045 * n * max(1, len(self.models)) + 1.2)) if sideways else (5 * len(metrics), 3.8)
+        fig, axes = plt.subplots(1, len(metrics), figsize=size, squeeze=False)
+        x = np.arange(n)
         width = 0.8 / max(1, len(self.models))
+        names = [re.sub(r"\.\w+(@|$)", r"\1", c.name.rsplit("/", 1)[-1])[-(40 if sideways else 22):] for c in self.clips]
         for ax, metric in zip(axes[0], metrics):
             for j, (label, m) in enumerate(self.models.items()):
                 vals = [r.get(metric) if r.get(metric) is not None else np.nan for r in m["per_clip"]]
-                ax.bar(x + j * width, vals, width, label=label)
+                (ax.barh if sideways else ax.bar)(x + j * width, vals, width, label=label)
             ax.set_title({"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips_vgg": "LPIPS-VGG (lower is better)"}[metric])
-            ax.set_xticks(x + width * (len(self.models) - 1) / 2)
-            ax.set_xticklabels([re.sub(r"\.\w+(@|$)", r"\1", c.name)[-22:] for c in self.clips], rotation=60, ha="right", fontsize=7)
-            ax.grid(True, axis="y", alpha=0.3)
+            ticks = x + width * (len(self.models) - 1) / 2
+            if sideways:
+                ax.set_yticks(ticks)
+                ax.set_yticklabels(names if ax is axes[0][0] else [], fontsize=7)
+                ax.set_ylim(-0.5, n)
+                ax.invert_yaxis()  # the first item on top, as in eval.md
+                ax.grid(True, axis="x", alpha=0.3)
+            else:
+                ax.set_xticks(ticks)
+                ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+                ax.grid(True, axis="y", alpha=0.3)
         axes[0][0].legend(fontsize=8)
         fig.tight_layout()
         with atomic_output(path) as tmp:
