@@ -91,11 +91,11 @@ def main() -> None:
         labels = torch.arange(b, device=device) % 10
 
         def mlm_fn():
-            with torch.no_grad(), autocast:
+            with autocast:  # generate runs without gradients itself
                 mlm.generate(labels, steps=args.steps, cfg_scale=args.cfg, generator=torch.Generator(device).manual_seed(0))
 
         def ar_fn():
-            with torch.no_grad(), autocast:
+            with autocast:
                 ar.generate(labels, cfg_scale=args.cfg, generator=torch.Generator(device).manual_seed(0))
 
         for _ in range(args.warmup):

@@ -183,16 +183,22 @@ def main() -> None:
             if name in too_big:
                 continue
             out = Path(tmp) / f"run{i}"
+            trainer, r = None, None
             try:
                 build = tokenizer_case if kind == "tokenizer" else lm_case
                 trainer, batch_data, desc = build(name, batch, args, out)
                 r = measure(trainer, batch_data, device, args.warmup, args.repeats)
-                trainer.close()
             except torch.cuda.OutOfMemoryError:
                 too_big.add(name)
                 rows.append({"kind": kind, "model": name, "batch": batch, "oom": True})
                 print(f"{name:<14} batch {batch}: out of memory; larger batches skipped")
-                torch.cuda.empty_cache()
+            finally:  # free this case's model and optimizer state before the next one, also after an OOM
+                if trainer is not None:
+                    trainer.close()
+                trainer = batch_data = None
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            if r is None:
                 continue
             mfu = r["flops"] / r["step_s"] / (peak * 1e12) if peak else None
             row = {"kind": kind, "model": name, "batch": batch, "shape": desc, **r, "mfu": mfu,
@@ -200,9 +206,6 @@ def main() -> None:
             rows.append(row)
             print(f"{name:<14} {r['step_s']:>8.3f} {batch / r['step_s']:>8.2f} {format_bytes(r['peak_bytes']):>10} "
                   f"{r['flops'] / 1e12:>10.3f} {'' if mfu is None else f'{100 * mfu:5.1f}%':>6}  {desc}")
-            del trainer
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "peak_tflops": peak, "rows": rows}, indent=1))
 
