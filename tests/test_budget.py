@@ -95,3 +95,18 @@ def test_cli_memory_budget_errors(capsys, model_dir, media_dir, tmp_path):
     assert e.value.code == 2 and not out.exists()
     assert main(["reconstruct", str(model_dir), str(media_dir / "clip0.mp4"), str(out), "--max-memory", "8G"]) == 0
     assert "memory: chunks of 12 frames" in capsys.readouterr().err and out.exists()
+
+
+@pytest.mark.parametrize("bottleneck", ["vq", "lfq", "kl"])
+def test_meta_plan_of_an_omnitokenizer_equals_real_count(bottleneck):
+    """Memory planning runs the network on "meta", where autocast does not exist: the quantizers
+    turn it off only where it does (a VQ OmniTokenizer's `vistok eval` once died with a traceback)."""
+    from vistok.tokenizers.omni import OmniConfig, OmniTokenizer
+
+    torch.manual_seed(0)
+    cfg = dict(dim=32, heads=2, encoder_depth=1, decoder_depth=1, mlp_ratio=2.0, spatial_window=2, codebook_size=64,
+               bottleneck=bottleneck)
+    tok = OmniTokenizer(OmniConfig.from_dict(cfg)).eval()
+    real = streaming_peak_bytes(tok, 32, 32, 4, frames=9, metrics=False)
+    assert real > 0 and streaming_peak_bytes(meta_copy(tok), 32, 32, 4, frames=9, metrics=False) == real
+    assert choose_chunk_frames(tok, 32, 32, 2**40, frames=9, fixed=0).chunk_frames == 8

@@ -7,12 +7,22 @@ images ``(b d h w)``, videos ``(b d t h w)`` and sequences ``(b d n)`` -- and re
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from vistok.errors import VistokError
+
+
+
+def autocast_off(device: torch.device):
+    """A context where autocast is off on ``device``; nothing on device types without autocast
+    (``meta``, which memory planning runs the networks on)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return nullcontext()
 
 
 @dataclass

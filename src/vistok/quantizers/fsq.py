@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from vistok.errors import VistokError
-from vistok.quantizers.base import Quantizer, QuantizerOutput, straight_through
+from vistok.quantizers.base import Quantizer, QuantizerOutput, autocast_off, straight_through
 from vistok.quantizers.vq import compute_dtype
 
 
@@ -79,7 +79,7 @@ class FSQ(Quantizer):
         """``(b, d, ...)`` latents -> (codes ``(b, d, ...)`` in ``[-1, 1]``, indices ``(b, ...)``)."""
         self.check_latents(latents)
         dtype = compute_dtype(latents.dtype)
-        with torch.autocast(device_type=latents.device.type, enabled=False):
+        with autocast_off(latents.device):
             half = self._channel_view(self._half.to(dtype), latents.ndim)
             bounded = torch.tanh(latents.to(dtype))
             # bounded * half + half lies in [0, L - 1] even where tanh saturates to exactly +-1.

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from vistok.errors import VistokError
-from vistok.quantizers.base import Quantizer, QuantizerOutput
+from vistok.quantizers.base import Quantizer, QuantizerOutput, autocast_off
 from vistok.quantizers.vq import compute_dtype
 
 
@@ -88,7 +88,7 @@ class KL(Quantizer):
 
     def quantize(self, latents: Tensor) -> tuple[Tensor, None]:
         """``(b, 2*code_dim, ...)`` -> (codes ``(b, code_dim, ...)``, ``None``); no KL computed."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
+        with autocast_off(latents.device):
             mean, logvar = self.posterior(latents)
             codes = self._codes(mean, logvar)
         return codes.to(latents.dtype), None
@@ -99,7 +99,7 @@ class KL(Quantizer):
 
     def forward(self, latents: Tensor) -> QuantizerOutput:
         """``latents (b, 2*code_dim, ...)`` -> codes ``(b, code_dim, ...)``, KL loss, ``indices=None``."""
-        with torch.autocast(device_type=latents.device.type, enabled=False):
+        with autocast_off(latents.device):
             mean, logvar = self.posterior(latents)
             codes = self._codes(mean, logvar)
             # KL(N(m, s^2) || N(0, 1)) = (m^2 + s^2 - 1 - log s^2) / 2 per element.

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from vistok.errors import VistokError
 from vistok.limits import MAX_BITS
-from vistok.quantizers.base import Quantizer, QuantizerOutput, straight_through
+from vistok.quantizers.base import Quantizer, QuantizerOutput, autocast_off, straight_through
 from vistok.quantizers.distributed import all_reduce_sum, should_sync
 
 
@@ -223,7 +223,7 @@ class LFQ(Quantizer):
         Computed in float32 (float64 if the input is float64) outside autocast.
         """
         dtype = torch.float64 if latents.dtype == torch.float64 else torch.float32
-        with torch.autocast(device_type=latents.device.type, enabled=False):
+        with autocast_off(latents.device):
             flat = rearrange(latents.to(dtype), "b k ... -> (b ...) k")  # (n, K)
             logits = flat * (4.0 * self.code_scale / self.entropy_temperature)
             per_sample = binary_entropy_from_logits(logits).sum(dim=-1).mean()
@@ -248,7 +248,7 @@ class LFQ(Quantizer):
         codes, indices = self.quantize(latents)
         sync = should_sync(self.sync_distributed, self.training)
         per_sample, codebook = self.entropies(latents, sync=sync)
-        with torch.autocast(device_type=latents.device.type, enabled=False):
+        with autocast_off(latents.device):
             commitment = F.mse_loss(latents.float(), codes.detach().float())
             entropy_loss = per_sample - self.diversity_weight * codebook
             loss = self.commitment_weight * commitment + self.entropy_weight_now * entropy_loss.float()

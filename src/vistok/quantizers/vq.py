@@ -35,7 +35,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from vistok.errors import VistokError
-from vistok.quantizers.base import Quantizer, QuantizerOutput, straight_through
+from vistok.quantizers.base import Quantizer, QuantizerOutput, autocast_off, straight_through
 from vistok.quantizers.distributed import all_reduce_sum, should_sync
 
 # Elements of one (tokens x codes) block of scores in the nearest-neighbour search: 16 MiB in
@@ -218,7 +218,7 @@ class VQ(Quantizer):
     def quantize(self, latents: Tensor) -> tuple[Tensor, Tensor]:
         """``(b, dim, ...)`` latents -> (codes ``(b, dim, ...)``, indices ``(b, ...)``); no losses, no updates."""
         self.check_latents(latents)
-        with torch.autocast(device_type=latents.device.type, enabled=False):
+        with autocast_off(latents.device):
             z = self._embed(latents)
             codebook = self.effective_codebook(z.dtype).detach()
             indices = self.nearest(z.detach(), codebook)
@@ -230,7 +230,7 @@ class VQ(Quantizer):
         self.check_indices(indices)
         if indices.ndim < 1:
             raise VistokError(f"indices must have a batch axis, layout (b, ...), got shape {tuple(indices.shape)}")
-        with torch.autocast(device_type=indices.device.type, enabled=False):
+        with autocast_off(indices.device):
             codebook = self.effective_codebook(compute_dtype(dtype))
             q = codebook[indices.reshape(-1).long()]
             codes = self._unembed(q, tuple(indices.shape))
@@ -298,7 +298,7 @@ class VQ(Quantizer):
         self.check_latents(latents)
         token_shape = latents.shape[:1] + latents.shape[2:]
         sync = should_sync(self.sync_distributed, self.training)
-        with torch.autocast(device_type=latents.device.type, enabled=False):
+        with autocast_off(latents.device):
             z = self._embed(latents)  # (n, c)
             restarted = 0
             if self.training and self.dead_code_threshold > 0:
