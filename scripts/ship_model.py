@@ -37,8 +37,12 @@ def describe(tok) -> str:
     else:
         arch = (f"MAGVIT-v2 causal 3D CNN (widths {', '.join(str(cfg.base_channels * m) for m in cfg.channel_multipliers)}, "
                 f"{cfg.num_res_blocks} residual block(s) per stage)")
-    bottleneck = (f"LFQ with {q.bits} bits (vocabulary {2 ** q.bits:,})" if hasattr(q, "bits")
-                  else f"{type(q).__name__} bottleneck")
+    if hasattr(q, "bits"):
+        bottleneck = f"LFQ with {q.bits} bits (vocabulary {2 ** q.bits:,})"
+    elif hasattr(q, "codebook_size"):
+        bottleneck = f"VQ with a {q.codebook_size:,}-entry codebook of dimension {q.codebook_dim}"
+    else:
+        bottleneck = f"{type(q).__name__} bottleneck"
     t, s = tok.temporal_compression, tok.spatial_compression
     return f"{arch}, {bottleneck}; time {t}x, space {s}x (17 x 64 x 64 -> {' x '.join(map(str, tok.latent_shape(17, 64, 64)))} tokens)"
 
@@ -53,8 +57,19 @@ def objective(cfg: dict) -> str:
         terms.append(f"{loss['ms_ssim_weight']} x (1 - MS-SSIM)")
     if loss.get("adversarial_weight"):
         terms.append(f"{loss['adversarial_weight']} x adversarial from step {loss['gan_start_step']} (LeCAM {loss['lecam_weight']})")
-    terms.append("LFQ commitment and entropy losses")
-    return " + ".join(terms)
+    q = (cfg.get("model") or {}).get("quantizer") or {}
+    entropy = "LFQ commitment and entropy losses"
+    details = []
+    if "entropy_weight" in q:
+        details.append(f"entropy weight {q['entropy_weight']}")
+    if q.get("entropy_anneal_factor") == 1:
+        details.append("not re-annealed")
+    terms.append(entropy + (f" ({', '.join(details)})" if details else ""))
+    text = " + ".join(terms)
+    if q.get("bit_dropout"):
+        text += (f"; LFQ bit dropout {q['bit_dropout']} (in that fraction of the samples a random number n of "
+                 "low-order bits is zeroed, as `vistok compress --drop-bits n` decodes them)")
+    return text
 
 
 def data_text(cfg: dict, described: str | None = None) -> str:

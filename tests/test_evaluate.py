@@ -190,3 +190,22 @@ def test_cli_eval_without_weights_and_errors(capsys, tmp_path, data):
     code = main(["eval", str(model), str(tmp_path / "missing"), "--out", str(tmp_path / "e2")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("vistok: error:")
+
+
+def test_vq_tokenizer_against_a_codec_at_its_raw_index_rate(data):
+    """A VQ bottleneck has no entropy coder: its rate is the raw indices (log2 V bits each), the
+    codec is matched to that, and a note says so (this once crashed after the first clip)."""
+    import math
+
+    from vistok.tokenizers import OmniConfig, OmniTokenizer
+
+    torch.manual_seed(0)
+    omni = OmniTokenizer(OmniConfig.from_dict(dict(dim=32, heads=2, encoder_depth=1, decoder_depth=1, mlp_ratio=2.0,
+                                                   spatial_window=2, codebook_size=64))).eval()
+    p = EvalProtocol.from_dict({**PROTOCOL, "max_clips": 2})
+    res = evaluate([("omni", omni)], [data], protocol=p, networks=EvalNetworks(), codecs=["x264"])
+    rows = res.models["omni"]["per_clip"]
+    for row, clip in zip(rows, res.clips):
+        assert row["bpp"] == pytest.approx(row["tokens"] * math.log2(64) / (clip.frames * clip.height * clip.width))
+    assert all(r["bpp"] > 0 and r["crf"] is not None for r in res.models["x264 (matched bpp)"]["per_clip"])
+    assert any(n.startswith("omni: bpp is the rate of the raw token indices, log2(64) = 6.00") for n in res.notes)

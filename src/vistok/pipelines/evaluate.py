@@ -670,6 +670,7 @@ def evaluate(
     worst_kept = {m: WorstClips(worst) for m in methods}
     chunks = ChunkPlanner(protocol.chunk_frames, max_memory)
     records: list[ClipRecord] = []
+    raw_rate: dict[str, int] = {}
     total = len(windows) * len(methods)
     done = 0
     # One clip at a time: what stays behind is its scores, features, token counts and (for the
@@ -688,6 +689,11 @@ def evaluate(
             row: dict[str, Any] = {"clip": clip.name}
             row["tokens"] = None if rec.indices is None else rec.indices.size
             row["bpp"] = None if rec.coded_bytes is None else 8 * rec.coded_bytes / clip.pixels
+            if row["bpp"] is None and rec.indices is not None and tok.vocab_size:
+                # no entropy coder for this bottleneck (`vistok compress` codes LFQ tokens): the
+                # rate is that of the raw indices, log2(vocabulary) bits each
+                row["bpp"] = rec.indices.size * math.log2(tok.vocab_size) / clip.pixels
+                raw_rate[label] = tok.vocab_size
             row["bits_per_token_coded"] = rec.coded_bits_per_token
             if rec.indices is not None and label in usage:
                 usage[label].add(rec.indices)
@@ -719,6 +725,9 @@ def evaluate(
         raise _none_readable(inputs, skipped)
     if chunks.choices:
         notes.append("memory: " + "; ".join(chunks.choices))
+    for label, vocab in raw_rate.items():
+        notes.append(f"{label}: bpp is the rate of the raw token indices, log2({vocab}) = {math.log2(vocab):.2f} "
+                     "bits each (no entropy coder for this bottleneck; `vistok compress` codes LFQ tokens)")
     results: dict[str, dict] = {}
     for method in methods:
         rows = per_clip[method]
