@@ -47,7 +47,7 @@ def describe(tok) -> str:
     return f"{arch}, {bottleneck}; time {t}x, space {s}x (17 x 64 x 64 -> {' x '.join(map(str, tok.latent_shape(17, 64, 64)))} tokens)"
 
 
-def objective(cfg: dict) -> str:
+def objective(cfg: dict, quantizer=None) -> str:
     loss = cfg["loss"]
     terms = [f"{loss['reconstruction'].upper()} reconstruction"]
     if loss.get("perceptual_weight"):
@@ -58,6 +58,10 @@ def objective(cfg: dict) -> str:
     if loss.get("adversarial_weight"):
         terms.append(f"{loss['adversarial_weight']} x adversarial from step {loss['gan_start_step']} (LeCAM {loss['lecam_weight']})")
     q = (cfg.get("model") or {}).get("quantizer") or {}
+    if quantizer is not None and not hasattr(quantizer, "bits") and hasattr(quantizer, "codebook_size"):
+        kind = "EMA-updated" if getattr(quantizer, "ema", False) else "learned"
+        terms.append(f"VQ commitment loss ({kind} codebook)")
+        return " + ".join(terms)
     entropy = "LFQ commitment and entropy losses"
     details = []
     if "entropy_weight" in q:
@@ -123,7 +127,7 @@ def main(run: Path, name: str, command: str, eval_dir: Path, *, history: str | N
 - Weights: EMA (decay {cfg['ema_decay']}), stored as float16 safetensors ({size_mib:.1f} MiB).
 - Data: {data_text(cfg, data)}. The corpus, its licences and its held-out split: docs/corpus.md.
 - Training: {schedule}, {start}; batch {cfg['data']['batch_size']} clips / {cfg['data']['image_batch_size']} images,
-  AdamW lr {cfg['optim']['lr']} (warm-up {cfg['optim']['warmup_steps']}, cosine); {objective(cfg)}; {cfg['precision']}.
+  AdamW lr {cfg['optim']['lr']} (warm-up {cfg['optim']['warmup_steps']}, cosine); {objective(cfg, shipped.quantizer)}; {cfg['precision']}.
   Hardware: CPU only, 2 cores shared with other jobs, about {minutes:.0f} minutes for this run.
   Command: `{command}`.
 - Final training batch PSNR {rows[-1].get('psnr', float('nan')):.2f} dB.

@@ -13,7 +13,7 @@ __all__ = ["VistokError", "__version__", "load_tokenizer"]
 
 def load_tokenizer(path_or_name, **kwargs):
     """Load a tokenizer saved by ``save_pretrained`` (a directory) or a shipped one by name
-    (``"default"``, ``"tiny-codec"``; see ``vistok.tokenizers.registry.SHIPPED_MODELS``)."""
+    (``"default"``, ``"tiny-codec"``, ``"omni"``; see ``vistok.tokenizers.registry.SHIPPED_MODELS``)."""
     from vistok.tokenizers.registry import load_tokenizer as _load
 
     return _load(path_or_name, **kwargs)

@@ -18,7 +18,7 @@ from vistok.errors import VistokError
 from vistok.paths import check_input_file, check_output_dir, check_output_file
 
 MODEL_HELP = ("a directory written by save_pretrained or by `vistok train --out`, or a shipped model: 'default' "
-              "(MAGVIT-v2 tiny) or 'tiny-codec' (the same, fine-tuned for `compress`)")
+              "(MAGVIT-v2 tiny), 'tiny-codec' (the same, fine-tuned for `compress`) or 'omni' (OmniTokenizer, VQ)")
 
 
 def _load(model: str):

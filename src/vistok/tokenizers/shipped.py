@@ -15,6 +15,8 @@ SHIPPED_MODELS: dict[str, Path] = {
     "default": DEFAULT_MODEL_DIR,  # MAGVIT-v2 tiny, 18-bit LFQ: the demo's and the docs' model
     # `default` fine-tuned for the codec (bit dropout + MS-SSIM term): `vistok compress tiny-codec ...`
     "tiny-codec": _ASSETS / "tiny-codec-tokenizer",
+    # OmniTokenizer omni-tiny (VQ 8192) trained on the corpus, image stage then joint
+    "omni": _ASSETS / "omni-tokenizer",
 }
 
 
@@ -26,7 +28,7 @@ def shipped_model_dir(path_or_name: str | Path) -> Path | None:
 
 
 def resolve_model_dir(path_or_name: str | Path) -> Path:
-    """A shipped model's name (``"default"``, ``"tiny-codec"``: :data:`SHIPPED_MODELS`) -> its folder
+    """A shipped model's name (``"default"``, ``"tiny-codec"``, ``"omni"``: :data:`SHIPPED_MODELS`) -> its folder
     in the package; a training run's directory -> its ``model/`` subfolder; otherwise the directory
     itself. A local directory of the same name as a shipped model wins over it."""
     d = shipped_model_dir(path_or_name)
