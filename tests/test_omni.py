@@ -249,3 +249,13 @@ def test_every_shipped_model_loads_codes_a_clip_and_has_a_card(name):
         base = untrained.decode_indices(untrained.encode(video)).clamp(-1, 1)
     assert out.shape == video.shape
     assert torch.mean((out - video) ** 2) < 0.5 * torch.mean((base - video) ** 2)
+
+
+def test_vq_dead_code_threshold_reaches_the_quantizer_and_not_the_model_id():
+    """`model.quantizer.vq_dead_code_threshold` turns on the VQ's dead-code restarts; a training-only
+    setting, it leaves the model id (what token files record) unchanged."""
+    plain, restarting = make_tok(seed=3), make_tok(seed=3, quantizer=dict(kind="vq", vq_dead_code_threshold=0.01))
+    assert plain.quantizer.dead_code_threshold == 0.0 and restarting.quantizer.dead_code_threshold == 0.01
+    assert plain.model_id() == restarting.model_id()
+    with pytest.raises(VistokError, match="vq_dead_code_threshold"):
+        make_tok(quantizer=dict(kind="vq", vq_dead_code_threshold=-1.0))

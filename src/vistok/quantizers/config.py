@@ -23,7 +23,7 @@ from vistok.quantizers.vq import VQ
 # Settings of the training objective only (see the module doc).
 TRAINING_ONLY_FIELDS: tuple[str, ...] = (
     "commitment_weight", "entropy_weight", "entropy_anneal_factor", "entropy_anneal_steps",
-    "diversity_weight", "bit_dropout", "kl_weight",
+    "diversity_weight", "bit_dropout", "kl_weight", "vq_dead_code_threshold",
 )
 
 # The flat names tokenizer configs used before the quantizer had its own section; still accepted
@@ -48,6 +48,7 @@ class QuantizerConfig(Config):
     codebook_size: int = 8192
     code_dim: int = 8
     vq_ema: bool = True
+    vq_dead_code_threshold: float = 0.0  # VQ training: restart codes whose EMA usage falls below this (0: off)
     entropy_temperature: float = 0.01
     commitment_weight: float = 0.25
     entropy_weight: float = 0.1
@@ -66,7 +67,8 @@ class QuantizerConfig(Config):
             raise VistokError(f"codebook_size must be >= 2 and code_dim >= 1, got {self.codebook_size}, {self.code_dim}")
         if self.entropy_temperature <= 0:
             raise VistokError(f"entropy_temperature must be > 0, got {self.entropy_temperature}")
-        for name in ("commitment_weight", "entropy_weight", "entropy_anneal_factor", "diversity_weight", "kl_weight"):
+        for name in ("commitment_weight", "entropy_weight", "entropy_anneal_factor", "diversity_weight", "kl_weight",
+                     "vq_dead_code_threshold"):
             if getattr(self, name) < 0:
                 raise VistokError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.entropy_anneal_steps < 0:
@@ -94,7 +96,8 @@ def upgrade_quantizer_keys(data: dict) -> dict:
 def build_quantizer(cfg: QuantizerConfig) -> Quantizer:
     """The bottleneck module ``cfg`` describes."""
     if cfg.kind == "vq":
-        return VQ(cfg.code_dim, cfg.codebook_size, l2_normalize=True, ema=cfg.vq_ema, commitment_weight=cfg.commitment_weight)
+        return VQ(cfg.code_dim, cfg.codebook_size, l2_normalize=True, ema=cfg.vq_ema, commitment_weight=cfg.commitment_weight,
+                  dead_code_threshold=cfg.vq_dead_code_threshold)
     if cfg.kind == "kl":
         return KL(cfg.code_dim, kl_weight=cfg.kl_weight)
     return LFQ(
