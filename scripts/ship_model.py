@@ -57,11 +57,10 @@ def objective(cfg: dict, quantizer=None) -> str:
         terms.append(f"{loss['ms_ssim_weight']} x (1 - MS-SSIM)")
     if loss.get("adversarial_weight"):
         terms.append(f"{loss['adversarial_weight']} x adversarial from step {loss['gan_start_step']} (LeCAM {loss['lecam_weight']})")
-    q = (cfg.get("model") or {}).get("quantizer") or {}
     if quantizer is not None and not hasattr(quantizer, "bits") and hasattr(quantizer, "codebook_size"):
         kind = "EMA-updated" if getattr(quantizer, "ema", False) else "learned"
-        terms.append(f"VQ commitment loss ({kind} codebook)")
-        return " + ".join(terms)
+        return " + ".join(terms + [f"VQ commitment loss ({kind} codebook)"])
+    q = (cfg.get("model") or {}).get("quantizer") or {}
     entropy = "LFQ commitment and entropy losses"
     details = []
     if "entropy_weight" in q:

@@ -16,7 +16,6 @@ from torch import Tensor, nn
 from vistok.errors import VistokError
 
 
-
 def autocast_off(device: torch.device):
     """A context where autocast is off on ``device``; nothing on device types without autocast
     (``meta``, which memory planning runs the networks on)."""
